@@ -1,0 +1,181 @@
+"""Load, check, override and save `AtlasConfig` trees.
+
+A YAML file holds only what differs from the schema defaults. Overrides use one convention on
+every command: `--set section.key=value` (the value is parsed as YAML, so `--set
+training.learning_rate=2e-4` and `--set data.cameras=[agentview_rgb]` both work). Every problem is
+reported with the file, the dotted key, what was expected and, for a misspelt key or choice, the
+closest valid name; the CLI turns a `ConfigError` into exit code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from atlas.config.schema import AtlasConfig
+
+T = TypeVar("T")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem that names the file, the key and how to fix it."""
+
+
+def load_config(
+    path: str | Path | None = None, overrides: typing.Sequence[str] = ()
+) -> AtlasConfig:
+    """Build the config: schema defaults <- YAML file <- `--set` overrides, then validate."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        _apply_override(raw, item)
+        source = f"{source} (with --set overrides)" if "--set" not in source else source
+    cfg = from_dict(AtlasConfig, raw, source=source)
+    problems = cfg.validate()
+    if problems:
+        lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
+        raise ConfigError(f"{source}: invalid configuration:\n{lines}")
+    return cfg
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>", prefix: str = "") -> T:
+    """Build dataclass `cls` from a nested dict, checking every key and type."""
+    if not isinstance(data, dict):
+        where = prefix or "<top level>"
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], source, dotted)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (what `config.yaml` in a run directory holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: AtlasConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: AtlasConfig, path: str | Path) -> None:
+    """Write the resolved config atomically (temporary sibling, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_yaml(cfg))
+    tmp.replace(path)
+
+
+def config_from_resolved(data: dict[str, Any], source: str) -> AtlasConfig:
+    """Rebuild a config saved by `save_config` / `to_dict` (checkpoints, exported models)."""
+    return from_dict(AtlasConfig, data, source=source)
+
+
+# ------------------------------------------------------------------------------------- internals
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (pass --config PATH to an existing YAML)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=2e-4")
+    key, _, text = item.partition("=")
+    value = yaml.safe_load(text) if text.strip() else None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(options)})"
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:  # noqa: C901 - one type switch
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        got = f"{type(value).__name__} {value!r}"
+        return ConfigError(f"{source}: {key}: expected {expected}, got {got}")
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], source, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    if origin is Literal:
+        if value in args:
+            return value
+        hint = _suggest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
+        raise ConfigError(f"{source}: {key}: expected one of {_type_name(tp)}, got {value!r}{hint}")
+    if origin is list:
+        if isinstance(value, str) and args[0] is str:
+            value = [value]  # a single path or camera is accepted as a one-item list
+        if not isinstance(value, list):
+            raise fail(f"a list of {_type_name(args[0])}")
+        return [_coerce(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail(f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}")
+        return {str(k): _coerce(v, args[1], source, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail("a boolean (true or false)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail("an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept numeric literals, nothing else.
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+        raise fail("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    raise ConfigError(f"{source}: {key}: unsupported schema type {tp!r}")  # schema bug, not user

