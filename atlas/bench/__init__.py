@@ -1,0 +1,1 @@
+"""Benchmarks, run as `python -m atlas.bench.<name>`; never imported by the library."""
