@@ -1,0 +1,294 @@
+"""AtlasVLAPolicy: the contract the trainer, the evaluator and the exporter depend on.
+
+    images [B, S, 3, H, W] uint8 --/255--> VGGT aggregator (frozen: no grad) --> GeometryEncoder
+    instruction list[str] ------> LanguageEncoder (frozen: cached per instruction)      |
+                                              \\-----------> FusionTransformer <--------/
+    proprio [B, 8] (optional) --------------------------------> ActionHead --> [B, Hc, 7]
+
+Modules are named by `atlas.config.schema.POLICY_MODULES` (vggt, language_encoder, geometry,
+fusion, action_head). Freezing is declared in the config (`model.vggt.freeze`,
+`model.language_encoder.freeze`): a frozen module has no trainable parameters, stays in eval mode
+through `policy.train()` and runs without autograd. Parts of VGGT that the configured geometry
+never reads (unused heads, aggregator layers past the deepest one read) are frozen too, even when
+VGGT is trained, because they would get no gradient (and DDP would complain).
+
+This file is single-device PyTorch (no process groups, no wrappers). Saving and loading live in
+`atlas.models.pretrained`; parameter groups and counts in `atlas.models.parameters`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from atlas.config.schema import POLICY_MODULES, AtlasConfig, TrainingConfig
+from atlas.models import parameters
+from atlas.models.action_head import ActionHead
+from atlas.models.fusion import FusionTransformer
+from atlas.models.geometry import (
+    GeometryEncoder,
+    backbone_inputs,
+    extract_vggt_features,
+    vggt_parts,
+)
+from atlas.models.language import LanguageEncoder
+from atlas.models.loss import VLALoss, gripper_prediction
+from atlas.models.vggt import VGGT, build_vggt, get_vggt_preset, load_vggt_weights
+
+if TYPE_CHECKING:
+    from atlas.data.normalization import Normalizer
+
+log = logging.getLogger(__name__)
+
+
+class AtlasVLAPolicy(nn.Module):
+    """VGGT + language encoder + geometry + fusion + action head, with the VLALoss.
+
+    Use `build_policy(cfg, normalizer)`; `.config` is the AtlasConfig it was built from and
+    `.normalizer` the action/proprio normalizer the data was normalized with.
+    """
+
+    def __init__(
+        self,
+        cfg: AtlasConfig,
+        vggt: VGGT,
+        language_encoder: LanguageEncoder,
+        normalizer: Normalizer | None = None,
+    ) -> None:
+        super().__init__()
+        m, d = cfg.model, cfg.data
+        self.config = cfg
+        self.normalizer = normalizer
+        self.vggt = vggt
+        self.language_encoder = language_encoder
+        self.geometry = GeometryEncoder(
+            m.geometry,
+            vggt_dim=2 * vggt.config.embed_dim,
+            num_layers=len(m.vggt.layers),
+            dim=m.fusion.dim,
+            num_cameras=len(d.cameras),
+            history=d.history,
+            num_special=vggt.config.patch_start_idx,
+        )
+        self.fusion = FusionTransformer(
+            m.fusion, language_encoder.hidden_size, m.action_head.chunk_size
+        )
+        self.action_head = ActionHead(m.action_head, m.fusion.dim)
+        self.loss_fn = VLALoss(cfg.training.loss)
+        self._history: deque[Tensor] = deque(maxlen=d.history)  # predict_action frames
+        self._apply_freezing()
+
+    # -- freezing -------------------------------------------------------------------------
+
+    def frozen_modules(self) -> list[str]:
+        """Names (of POLICY_MODULES) frozen by the config."""
+        m = self.config.model
+        flags = {"vggt": m.vggt.freeze, "language_encoder": m.language_encoder.freeze}
+        return [name for name, frozen in flags.items() if frozen]
+
+    def _apply_freezing(self) -> None:
+        for name in self.frozen_modules():
+            parameters.set_frozen(getattr(self, name))
+        needed, heads = vggt_parts(
+            self.vggt, self.config.model.vggt.layers, self.config.model.geometry
+        )
+        unused = [f"{h}." for h in ("camera_head", "depth_head", "point_head") if h not in heads]
+        unused += [
+            f"aggregator.{kind}.{i}."
+            for kind in ("frame_blocks", "global_blocks")
+            for i in range(max(needed) + 1, self.vggt.aggregator.depth)
+        ]
+        n = parameters.freeze_prefixes(self.vggt, unused)
+        if n and not self.config.model.vggt.freeze:
+            log.info("VGGT: %d parameters the geometry never reads are frozen", n)
+        # BERT-style models compute a pooler output we never read (we pool ourselves).
+        pooler = getattr(self.language_encoder.model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> AtlasVLAPolicy:
+        """Like nn.Module.train, but frozen modules stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen_modules():
+            getattr(self, name).eval()
+        return self
+
+    # -- the contract ---------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_head.mlp[-1].weight.device
+
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Batch (see docs/CONTRACTS.md) -> (loss, {"loss", "loss_pose", "loss_gripper"})."""
+        raw = self._raw_actions(batch)
+        device = raw.device
+        mask = batch.get("action_mask")
+        mask = None if mask is None else mask.to(device, non_blocking=True)
+        return self.loss_fn(raw, batch["actions"].to(device, non_blocking=True), mask)
+
+    def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
+        """Batch (images, instruction, optional proprio) -> NORMALIZED actions [B, Hc, 7]."""
+        raw = self._raw_actions(batch)
+        gripper = gripper_prediction(raw[..., 6:], self.config.training.loss.gripper_loss)
+        return torch.cat([raw[..., :6], gripper], dim=-1)
+
+    def backbone_features(self, images: Tensor) -> dict[str, Tensor]:
+        """images uint8 [B, S, 3, H, W] -> the parameter-free VGGT features the geometry reads.
+
+        {"tokens": [B, S, T0, L*2C], and "pose_enc" [B, S, 9] / "points" [B, S, H/2, W/2, 3] when
+        enabled} (atlas.models.geometry.backbone_inputs). With a frozen VGGT this is a pure
+        function of the images: a feature cache stores it and puts it in the batch under
+        "vggt_<key>", and the policy then skips VGGT.
+        """
+        m = self.config.model
+        # uint8 crosses to the device (4x fewer bytes than float), then becomes [0, 1] there.
+        images = images.to(self.device, non_blocking=True).float() / 255.0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not m.vggt.freeze):
+            feats = extract_vggt_features(self.vggt, images, m.vggt.layers, m.geometry)
+            return backbone_inputs(feats, m.geometry)
+
+    def _raw_actions(self, batch: dict[str, Any]) -> Tensor:
+        """Head outputs [B, Hc, 7] (the gripper channel is a logit under the BCE loss)."""
+        device, m = self.device, self.config.model
+        cached = {
+            k[5:]: v.to(device, non_blocking=True)
+            for k, v in batch.items()
+            if k.startswith("vggt_")
+        }
+        if cached and not m.vggt.freeze:
+            raise ValueError("cached VGGT features (vggt_* batch keys) need model.vggt.freeze")
+        geometry = self.geometry(cached or self.backbone_features(batch["images"]))
+        language = self.language_encoder(batch["instruction"], device)
+        queries = self.fusion(geometry, language)
+        proprio = batch.get("proprio") if m.action_head.use_proprio else None
+        proprio = None if proprio is None else proprio.to(device, non_blocking=True)
+        return self.action_head(queries, proprio)
+
+    def reset(self) -> None:
+        """Forget the frame history of predict_action (call between episodes)."""
+        self._history.clear()
+
+    @torch.no_grad()
+    def predict_action(self, observation: dict[str, Any]) -> np.ndarray:
+        """One robot observation -> the action chunk [Hc, 7] in robot units (unnormalized).
+
+        observation = {"images": {camera: uint8 [h, w, 3] as stored in LIBERO HDF5 / returned by
+        the simulator}, "instruction": str, "state": float32 [8] (read with use_proprio)}.
+        Orientation, resizing and normalization go through the same functions as the dataset.
+        Frames of the previous calls since `reset()` fill the history; at an episode start the
+        oldest frame is repeated. Runs in eval mode (restored afterwards).
+        """
+        from atlas.data.transforms import preprocess_frames
+
+        if self.normalizer is None:
+            raise RuntimeError("predict_action needs a normalizer: build_policy(cfg, normalizer)")
+        d = self.config.data
+        frames = [
+            preprocess_frames(np.asarray(observation["images"][cam]), d.image_size, d.orientation)
+            for cam in d.cameras
+        ]
+        self._history.append(torch.cat(frames))  # [cams, 3, H, W], the current step
+        steps = list(self._history)[::-1]  # h = 0 is the current step
+        steps += [steps[-1]] * (d.history - len(steps))
+        images = torch.cat(steps).unsqueeze(0)  # [1, history * cams, 3, H, W]
+        batch: dict[str, Any] = {"images": images, "instruction": [observation["instruction"]]}
+        if self.config.model.action_head.use_proprio:
+            state = torch.as_tensor(np.asarray(observation["state"], dtype=np.float32))
+            batch["proprio"] = self.normalizer.normalize_proprio(state).unsqueeze(0)
+        was_training = self.training
+        self.eval()
+        try:
+            chunk = self.predict_chunk(batch)[0].float().cpu()
+        finally:
+            self.train(was_training)
+        return self.normalizer.unnormalize_action(chunk).numpy()
+
+    def cache_instructions(self, instructions: Sequence[str], release: bool = False) -> None:
+        """Encode every instruction once (frozen encoder); `release` then frees the LM."""
+        if not self.config.model.language_encoder.freeze:
+            return  # a trainable encoder runs every step: nothing to cache
+        self.language_encoder.precompute(list(instructions))
+        if release:
+            self.language_encoder.release_model()
+
+    def param_groups(self, training_cfg: TrainingConfig, lr_scale: float) -> list[dict[str, Any]]:
+        """AdamW groups per trainable module (see atlas.models.parameters)."""
+        return parameters.param_groups(self, training_cfg, lr_scale)
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """{module: {"total", "trainable"}} for POLICY_MODULES."""
+        return parameters.parameter_counts(self)
+
+    def save_pretrained(
+        self,
+        path: str | Path,
+        include_frozen_backbones: bool | None = None,
+        state_dict: dict[str, Tensor] | None = None,
+    ) -> None:
+        """Export config.json, model.safetensors, normalization.json (atlas.models.pretrained).
+
+        Frozen backbones reloadable from their configured paths are left out unless
+        include_frozen_backbones=True; state_dict replaces self.state_dict() (FSDP export).
+        """
+        from atlas.models.pretrained import save_pretrained
+
+        save_pretrained(self, path, include_frozen_backbones, state_dict)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> AtlasVLAPolicy:
+        """Rebuild a policy exported by save_pretrained (weights loaded strictly)."""
+        from atlas.models.pretrained import load_pretrained
+
+        return load_pretrained(path)
+
+
+def build_vggt_backbone(cfg: AtlasConfig, meta: bool = False, load_weights: bool = True) -> VGGT:
+    """VGGT from `model.vggt`: the checkpoint's weights, or random init when none is set.
+
+    meta=True, or load_weights=False, builds it on the meta device (no memory): the caller then
+    loads a state dict with assign (load_vggt_state_dict), or only counts parameters.
+    """
+    v = cfg.model.vggt
+    config = get_vggt_preset(v.preset, activation_checkpointing=v.activation_checkpointing)
+    if meta or not load_weights:
+        return build_vggt(config, device="meta")
+    if v.checkpoint:
+        model = build_vggt(config, device="meta")  # the checkpoint's tensors become the weights
+        load_vggt_weights(model, v.checkpoint)
+        log.info("VGGT %s loaded from %s", v.preset, v.checkpoint)
+        return model
+    if v.freeze:
+        log.warning(
+            "VGGT %s is frozen with random weights (model.vggt.checkpoint is not set)", v.preset
+        )
+    return build_vggt(config)
+
+
+def build_policy(
+    cfg: AtlasConfig,
+    normalizer: Normalizer | None = None,
+    meta: bool = False,
+    load_weights: bool = True,
+) -> AtlasVLAPolicy:
+    """Build the configured policy on the CPU (the trainer moves it to its device).
+
+    meta=True allocates nothing (parameter counts of the full-size model). load_weights=False
+    leaves VGGT on the meta device for the caller to load (from_pretrained does, from its file).
+    """
+    vggt = build_vggt_backbone(cfg, meta=meta, load_weights=load_weights)
+    language = LanguageEncoder(cfg.model.language_encoder, meta=meta)
+    if meta:
+        with torch.device("meta"):
+            return AtlasVLAPolicy(cfg, vggt, language, normalizer)
+    return AtlasVLAPolicy(cfg, vggt, language, normalizer)
+
+
+__all__ = ["POLICY_MODULES", "AtlasVLAPolicy", "build_policy", "build_vggt_backbone"]

@@ -1,0 +1,182 @@
+"""Export and reload a trained policy (`save_pretrained` / `from_pretrained`); safetensors only.
+
+On disk:
+
+    <dir>/
+      config.json          the resolved AtlasConfig (to_dict), enough to rebuild the model
+      model.safetensors    the policy state dict; metadata "excluded_prefixes" lists the module
+                           prefixes deliberately left out (see below)
+      normalization.json   Normalizer.to_dict() (absent when the policy has none)
+
+What is saved. Trainable weights, buffers, and the frozen backbones that cannot be rebuilt
+from a file (a random-init VGGT: the debug preset). Frozen backbones that can be rebuilt are left
+out by default (include_frozen_backbones=None): VGGT when `model.vggt.checkpoint` is set, and the
+frozen language encoder (its folder is needed anyway for the tokenizer and config.json). That
+keeps an export of the full model at the size of its trainable part (tens of MB instead of
+4.8 GB of VGGT-1B plus 13.5 GB of LLaMA-2-7B), which matters because the trainer exports `best/`
+at every improvement. include_frozen_backbones=True writes everything (an export that no longer
+needs the VGGT checkpoint file); a language model dropped by `release_model()` is left out in any
+case. The metadata also holds a fingerprint (element count and the absolute sum of a strided
+sample) of every left-out backbone.
+
+Loading builds the model from config.json (left-out backbones reloaded from their configured
+paths, and checked against their fingerprint, so a changed checkpoint file is an error rather than
+silently different actions), then loads model.safetensors strictly: every other key must be present
+and nothing may be extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from atlas.config.loader import config_from_resolved, to_dict
+from atlas.models.vggt import load_vggt_state_dict
+
+if TYPE_CHECKING:
+    from atlas.models.policy import AtlasVLAPolicy
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+NORMALIZATION_FILE = "normalization.json"
+_SHOWN = 10
+_FINGERPRINT_SAMPLE = 1024  # values per tensor entering a fingerprint
+_FINGERPRINT_RTOL = 1e-3  # bf16 <-> fp32 rounding moves the sum far less than this
+
+
+def excluded_prefixes(policy: AtlasVLAPolicy, include_frozen_backbones: bool | None) -> list[str]:
+    """State-dict prefixes not written to model.safetensors (see module doc)."""
+    m = policy.config.model
+    leave_out = include_frozen_backbones is not True
+    out = []
+    if leave_out and m.vggt.freeze and m.vggt.checkpoint:
+        out.append("vggt.")
+    if policy.language_encoder.released or (leave_out and m.language_encoder.freeze):
+        out.append("language_encoder.")
+    return out
+
+
+def fingerprint(state: dict[str, Tensor], prefix: str) -> dict[str, float]:
+    """{"numel", "abs_sum"} of the tensors under `prefix`: sizes, and a strided sample's sum.
+
+    A sum (not a hash) so that a backbone saved in bf16 and reloaded in fp32 still matches.
+    """
+    numel, total = 0, 0.0
+    for key, value in state.items():
+        if key.startswith(prefix):
+            flat = value.detach().reshape(-1)
+            numel += flat.numel()
+            stride = max(1, flat.numel() // _FINGERPRINT_SAMPLE)
+            total += float(flat[::stride].double().abs().sum())
+    return {"numel": numel, "abs_sum": total}
+
+
+def save_pretrained(
+    policy: AtlasVLAPolicy,
+    path: str | Path,
+    include_frozen_backbones: bool | None = None,
+    state_dict: dict[str, Tensor] | None = None,
+) -> None:
+    """Write config.json, model.safetensors and normalization.json into `path`.
+
+    state_dict: the weights to write instead of policy.state_dict() (e.g. gathered from FSDP
+    shards by the trainer); same keys.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    full = policy.state_dict() if state_dict is None else state_dict
+    excluded = excluded_prefixes(policy, include_frozen_backbones)
+    prints = {p: fingerprint(full, p) for p in excluded if any(k.startswith(p) for k in full)}
+    state = {k: v for k, v in full.items() if not k.startswith(tuple(excluded))}
+    metadata = {"excluded_prefixes": json.dumps(excluded), "fingerprints": json.dumps(prints)}
+    tmp = path / (WEIGHTS_FILE + ".tmp")
+    save_file(_for_safetensors(state), tmp, metadata=metadata)
+    tmp.replace(path / WEIGHTS_FILE)
+    (path / CONFIG_FILE).write_text(json.dumps(to_dict(policy.config), indent=2) + "\n")
+    if policy.normalizer is not None:
+        norm = json.dumps(policy.normalizer.to_dict(), indent=2)
+        (path / NORMALIZATION_FILE).write_text(norm + "\n")
+    log.info("saved policy to %s (%d tensors; left out: %s)", path, len(state), excluded or "none")
+
+
+def load_pretrained(path: str | Path) -> AtlasVLAPolicy:
+    """Rebuild the policy saved in `path` and load its weights strictly (see module doc)."""
+    from atlas.data.normalization import Normalizer
+    from atlas.models.policy import build_policy
+
+    path = Path(path)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path}: no {name} (not a save_pretrained export)")
+    cfg = config_from_resolved(
+        json.loads((path / CONFIG_FILE).read_text()), str(path / CONFIG_FILE)
+    )
+    normalizer = None
+    if (path / NORMALIZATION_FILE).is_file():
+        normalizer = Normalizer.from_dict(json.loads((path / NORMALIZATION_FILE).read_text()))
+    with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
+        metadata = f.metadata() or {}
+    excluded = tuple(json.loads(metadata.get("excluded_prefixes", "[]")))
+    # An excluded VGGT is reloaded from its checkpoint; otherwise it is built on the meta device
+    # and takes the file's tensors as they are (no random init, no second copy).
+    vggt_in_file = "vggt." not in excluded
+    policy = build_policy(cfg, normalizer, load_weights=not vggt_in_file)
+    state = load_file(str(path / WEIGHTS_FILE))
+    expected = policy.state_dict()
+    missing = [k for k in expected if k not in state and not k.startswith(excluded)]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{path / WEIGHTS_FILE} does not match the model built from {CONFIG_FILE}: "
+            f"missing {missing[:_SHOWN]} ({len(missing)}), unexpected {unexpected[:_SHOWN]} "
+            f"({len(unexpected)})"
+        )
+    if vggt_in_file:
+        vggt_state = {k[5:]: state.pop(k) for k in list(state) if k.startswith("vggt.")}
+        load_vggt_state_dict(policy.vggt, vggt_state, source=str(path / WEIGHTS_FILE))
+    policy.load_state_dict(state, strict=False)  # strictness checked above, modulo `excluded`
+    _check_fingerprints(path, json.loads(metadata.get("fingerprints", "{}")), policy.state_dict())
+    log.info(
+        "loaded policy from %s (reloaded from their paths: %s)", path, list(excluded) or "none"
+    )
+    return policy
+
+
+def _check_fingerprints(
+    path: Path, saved: dict[str, dict[str, float]], state: dict[str, Tensor]
+) -> None:
+    """The reloaded backbones must be the ones the policy was saved with."""
+    for prefix, want in saved.items():
+        got = fingerprint(state, prefix)
+        scale = max(abs(want["abs_sum"]), 1e-12)
+        if got["numel"] != want["numel"] or abs(got["abs_sum"] - want["abs_sum"]) / scale > (
+            _FINGERPRINT_RTOL
+        ):
+            raise RuntimeError(
+                f"{path}: the {prefix.rstrip('.')} weights reloaded from the configured path "
+                f"differ from those the policy was saved with ({got} vs {want}); point the config "
+                "at the original weights, or export with include_frozen_backbones=True"
+            )
+
+
+def _for_safetensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Contiguous CPU tensors; a tensor sharing storage with an earlier one is copied.
+
+    safetensors refuses shared storage (tied weights) and non-contiguous views.
+    """
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
