@@ -1,43 +1,55 @@
 # AtlasVLA: the two commands of the README, plus helpers.
 #   make demo   create .venv, install, train the embedded demo on synthetic LIBERO data, evaluate
-#   make test   create .venv if needed, install the dev extras, run ruff and pytest
+#   make test   create .venv if needed, install the dev extras (and the simulator), run ruff + pytest
 # torch is installed only when not already importable, as $(TORCH_SPEC) (a CPU build on machines
 # without accelerators); override with e.g. TORCH_SPEC='torch==2.6.0'.
+# VENV may point outside the clone (CI caches one keyed by the dependency files): dependencies are
+# installed once per pyproject hash, the project itself (editable, no deps) on every run.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q
 TORCH_SPEC ?= torch==2.13.0
-# Extras installed by `make test`: the simulator smoke rollout runs in CI.
+# Extras of `make test`: the simulator smoke rollout runs in CI.
 TEST_EXTRAS ?= dev,sim,sim-assets
+# LIBERO itself goes in without its declared dependencies (see pyproject's `sim` extra).
+LIBERO_SPEC ?= hf-libero==0.1.4
 PYTEST_ARGS ?=
+DEPS_HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint format install install-dev clean-demo help
+.PHONY: demo test lint format install install-dev sim clean-demo help
 
 help:
 	@echo "make demo   train + evaluate the embedded demo (CPU, a few minutes)"
 	@echo "make test   ruff + pytest"
+	@echo "make sim    install the LIBERO simulator for atlas rollout"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Installs are stamped with the hash of pyproject.toml so a dependency change reinstalls.
-DEPS_HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-
 $(VENV)/.torch: | $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --disable-pip-version-check "$(TORCH_SPEC)"
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) "$(TORCH_SPEC)"
 	@touch $@
 
-$(VENV)/.installed-$(DEPS_HASH): $(VENV)/.torch
-	$(PY) -m pip install --disable-pip-version-check -q -e .
+$(VENV)/.deps-$(DEPS_HASH): $(VENV)/.torch
+	$(PIP) -e .
 	@touch $@
 
-$(VENV)/.installed-test-$(DEPS_HASH): $(VENV)/.torch
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[$(TEST_EXTRAS)]"
+$(VENV)/.deps-test-$(DEPS_HASH): $(VENV)/.torch
+	$(PIP) -e ".[$(TEST_EXTRAS)]"
+	$(PIP) --no-deps "$(LIBERO_SPEC)"
 	@touch $@
 
-install: $(VENV)/.installed-$(DEPS_HASH)
-install-dev: $(VENV)/.installed-test-$(DEPS_HASH)
+install: $(VENV)/.deps-$(DEPS_HASH)
+	@$(PIP) --no-deps -e .
+
+install-dev: $(VENV)/.deps-test-$(DEPS_HASH)
+	@$(PIP) --no-deps -e .
+
+sim: install
+	$(PIP) -e ".[sim,sim-assets]"
+	$(PIP) --no-deps "$(LIBERO_SPEC)"
 
 demo: install
 	$(VENV)/bin/atlas train --no-progress
@@ -46,7 +58,7 @@ demo: install
 test: install-dev
 	$(VENV)/bin/ruff check atlas tests
 	$(VENV)/bin/ruff format --check atlas tests
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check atlas tests

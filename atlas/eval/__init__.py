@@ -1,0 +1,1 @@
+"""Evaluation: offline metrics on held-out episodes and closed-loop LIBERO rollouts."""
