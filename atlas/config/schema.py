@@ -38,6 +38,9 @@ class LanguageEncoderConfig:
     freeze: bool = True  # frozen: eval mode, no grad, one cached embedding per instruction
     pooling: Literal["last_token", "mean"] = "last_token"  # last_token for decoder-only models
     max_length: int = 64  # tokens per instruction (LIBERO instructions are < 30 tokens)
+    # Weights dtype: auto = bf16 for a frozen encoder when CUDA is available (inference only,
+    # half the memory of a 7B model), fp32 otherwise.
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 @dataclass
@@ -53,16 +56,16 @@ class GeometryConfig:
 class FusionConfig:
     dim: int = 512  # width of the fusion transformer
     depth: int = 4  # number of cross-attention layers
-    num_heads: int = 8
-    mlp_ratio: float = 4.0
-    dropout: float = 0.1
+    num_heads: int = 8  # attention heads (dim must be divisible by it)
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio x dim
+    dropout: float = 0.1  # attention and MLP dropout (training only)
 
 
 @dataclass
 class ActionHeadConfig:
     chunk_size: int = 1  # H future actions per prediction (1 gives the documents' [B, 7])
     use_proprio: bool = False  # feed the 8-value LIBERO state (ee_states + gripper_states)
-    hidden_dim: int = 512
+    hidden_dim: int = 512  # width of the action MLP
 
 
 @dataclass
@@ -83,9 +86,9 @@ class AugmentationConfig:
     crop_scale: float = 0.9  # random resized crop keeps this fraction of the area (1.0 = off)
     shift_pixels: int = 0  # random shift, pixels at the output size (0 = off)
     brightness: float = 0.2  # colour jitter strengths (0 = off)
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.0
+    contrast: float = 0.2  # colour jitter: contrast factor range 1 +- contrast
+    saturation: float = 0.2  # colour jitter: saturation factor range 1 +- saturation
+    hue: float = 0.0  # colour jitter: hue shift range +- hue (fraction of a turn)
     num_cached_variants: int = 4  # augmented variants per sample in the feature cache
 
 
@@ -93,32 +96,33 @@ class AugmentationConfig:
 class SyntheticConfig:
     """Size of the learnable synthetic LIBERO-format dataset generated when `paths` is missing."""
 
-    tasks: int = 4
-    demos: int = 10
-    steps: int = 40
-    image_size: int = 64
+    tasks: int = 4  # task files (one instruction each)
+    demos: int = 10  # demos per task
+    steps: int = 40  # steps per demo
+    image_size: int = 64  # stored image side (real LIBERO: 128)
 
 
 @dataclass
 class DataConfig:
-    format: Literal["libero_hdf5"] = "libero_hdf5"
+    format: Literal["libero_hdf5"] = "libero_hdf5"  # on-disk format (one reader module each)
     # Suite folders, HDF5 files or globs; several suites can be mixed.
     paths: list[str] = field(default_factory=lambda: ["data/libero/libero_spatial"])
+    # Cameras (obs/<name> datasets); frame 0 of every sample is the first camera's current frame.
     cameras: list[str] = field(default_factory=lambda: ["agentview_rgb", "eye_in_hand_rgb"])
     image_size: int = 224  # square side fed to VGGT; a multiple of 14
     history: int = 1  # frames per camera (1 = current frame only)
     batch_size: int = 8  # per device
-    num_workers: int = 4
-    pin_memory: bool = True
-    prefetch_factor: int = 2
+    num_workers: int = 4  # DataLoader worker processes per rank (0 = in the main process)
+    pin_memory: bool = True  # page-locked host batches for faster GPU copies
+    prefetch_factor: int = 2  # batches each worker prepares ahead
     val_split: float = 0.1  # fraction of episodes held out, chosen from training.seed
-    instruction_source: Literal["filename", "problem_info"] = "filename"
+    instruction_source: Literal["filename", "problem_info"] = "filename"  # see FORMAT.md §2
     # LIBERO images are stored upside down. vflip gives the true camera image (right for 3D
     # geometry); rot180 is what OpenVLA/openpi use. Evaluation applies the same transform.
     orientation: Literal["none", "vflip", "rot180"] = "vflip"
     filter_noops: bool = False  # drop no-op steps as OpenVLA does
-    normalization: Literal["q99", "mean_std", "none"] = "q99"
-    stats_path: str | None = None  # JSON from `atlas data stats`; computed when missing
+    normalization: Literal["q99", "mean_std", "none"] = "q99"  # q99: [q01, q99] -> [-1, 1]
+    stats_path: str | None = None  # JSON from `atlas data stats`; null: computed from the train split
     skip_bad_episodes: bool = False  # skip (with a warning) instead of failing on bad demos
     synthetic: SyntheticConfig | None = None  # generate this dataset into `paths[0]` if missing
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -132,14 +136,14 @@ class DataConfig:
 @dataclass
 class LossConfig:
     pose_weight: float = 1.0  # SmoothL1 on the 6 pose dimensions
-    gripper_weight: float = 1.0
-    gripper_loss: Literal["l1", "bce"] = "l1"
+    gripper_weight: float = 1.0  # L1 (or BCE) on the gripper dimension
+    gripper_loss: Literal["l1", "bce"] = "l1"  # loss on the gripper command
 
 
 @dataclass
 class FSDPConfig:
     reshard_after_forward: bool = False  # False: ZeRO-2-like; True: ZeRO-3-like
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = False  # recompute sharded blocks in backward
 
 
 @dataclass
@@ -148,20 +152,25 @@ class TrainingConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # by world size
     # Per-module peak LR (before scaling); modules not named use learning_rate.
     module_lr: dict[str, float] = field(default_factory=dict)
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    epochs: int = 50
+    weight_decay: float = 0.01  # AdamW; never on norms, biases, tokens, embeddings
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    adam_eps: float = 1e-8  # AdamW epsilon (larger values damp updates of tiny gradients)
+    epochs: int = 50  # passes over the training split (unless max_steps is set)
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    warmup_steps: int = 1000
+    warmup_steps: int = 1000  # optimizer steps of linear warmup from 0 to the peak LR
     min_lr_ratio: float = 0.0  # cosine decays to min_lr_ratio x peak
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0  # clip the global grad norm (null = no clipping)
+    # auto: bf16 on GPUs that support it, fp16 + GradScaler on older GPUs, fp32 on CPU.
     mixed_precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     compile: bool = False  # torch.compile the policy
+    # torch intra-op CPU threads (null = torch's default). Tiny CPU models gain nothing from
+    # threads and slow down badly when the cores are shared; the debug demo uses 1.
+    cpu_threads: int | None = None
     log_interval: int = 10  # optimizer steps
     val_interval: int = 1000  # optimizer steps
-    seed: int = 42
-    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"
+    seed: int = 42  # seeds the split, the shuffling, augmentation and initialization
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"  # see docs/MULTI_GPU_TRAINING.md
     dist_timeout_minutes: int = 30  # collective timeout before a hung rank errors out
     loss: LossConfig = field(default_factory=LossConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
@@ -171,25 +180,28 @@ class TrainingConfig:
 class CheckpointConfig:
     save_dir: str = "runs/atlas"  # run directory: checkpoints, logs, exports
     save_interval: int = 1000  # optimizer steps between iter_N checkpoints
-    save_on_epoch_end: bool = False
+    save_on_epoch_end: bool = False  # also save an iter_N checkpoint at every epoch end
     max_keep_ckpts: int = 3  # iter_N folders kept (best and last are never pruned)
     resume: str | None = None  # null | auto | PATH
     load_from: str | None = None  # weights only: fine-tuning / transfer
     allow_batch_change: bool = False  # resume although the effective batch changed
+    # Also store frozen (pretrained, never updated) weights in every iter_N checkpoint. Off: they
+    # are rebuilt from their source on resume and checked against a fingerprint saved instead.
+    save_frozen: bool = False
 
 
 @dataclass
 class WandbConfig:
-    enabled: bool = False
-    project: str = "atlas-vla"
-    entity: str | None = None
-    name: str | None = None
-    mode: Literal["online", "offline", "disabled"] = "offline"
+    enabled: bool = False  # log to Weights & Biases (pip install 'atlas-vla[wandb]')
+    project: str = "atlas-vla"  # W&B project
+    entity: str | None = None  # W&B team or user
+    name: str | None = None  # run name (default: the save_dir name)
+    mode: Literal["online", "offline", "disabled"] = "offline"  # offline needs no network
 
 
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = True
+    tensorboard: bool = True  # event files in <save_dir>/tensorboard
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: bool = True  # progress bar on rank 0 when the output is a terminal
 
@@ -197,9 +209,9 @@ class LoggingConfig:
 @dataclass
 class EvalConfig:
     rollout_interval: int = 0  # optimizer steps between in-training rollouts (0 = off)
-    rollout_suite: str = "libero_spatial"
-    rollout_tasks: list[int] = field(default_factory=lambda: [0])
-    rollout_trials: int = 2
+    rollout_suite: str = "libero_spatial"  # suite of the in-training rollouts
+    rollout_tasks: list[int] = field(default_factory=lambda: [0])  # task ids of that suite
+    rollout_trials: int = 2  # trials per task
     replan_interval: int = 8  # actions of a chunk executed before predicting again
 
 
@@ -233,7 +245,9 @@ class AtlasConfig:
             (t.max_steps is not None and t.max_steps < 1, "training.max_steps", "must be >= 1"),
             (t.log_interval < 1, "training.log_interval", "must be >= 1"),
             (t.val_interval < 1, "training.val_interval", "must be >= 1"),
+            (t.cpu_threads is not None and t.cpu_threads < 1, "training.cpu_threads", ">= 1"),
             (len(t.betas) != 2, "training.betas", "needs exactly two values"),
+            (t.adam_eps <= 0, "training.adam_eps", "must be > 0"),
             (self.checkpoint.save_interval < 1, "checkpoint.save_interval", "must be >= 1"),
             (self.checkpoint.max_keep_ckpts < 1, "checkpoint.max_keep_ckpts", "must be >= 1"),
             (m.action_head.chunk_size < 1, "model.action_head.chunk_size", "must be >= 1"),

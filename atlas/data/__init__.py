@@ -1,0 +1,39 @@
+"""Data: the LIBERO HDF5 reader, transforms, normalization and the synthetic generator.
+
+The API the rest of AtlasVLA codes against (docs/CONTRACTS.md):
+    build_datasets(cfg) -> (train, val | None, normalizer)
+    build_dataloader(dataset, cfg, sampler, train) -> DataLoader
+    preprocess_frames(frames, image_size, orientation)   the resize/orientation evaluation reuses
+"""
+
+from atlas.data.build import (
+    IndexEpochSampler,
+    build_dataloader,
+    build_datasets,
+    split_episodes,
+)
+from atlas.data.dataset import LiberoDataset
+from atlas.data.errors import DataError
+from atlas.data.libero_hdf5 import LiberoIndex, build_index, instruction_from_filename
+from atlas.data.normalization import Normalizer, load_stats, save_stats
+from atlas.data.stats import compute_stats
+from atlas.data.synthetic import generate_synthetic
+from atlas.data.transforms import preprocess_frames
+
+__all__ = [
+    "DataError",
+    "IndexEpochSampler",
+    "LiberoDataset",
+    "LiberoIndex",
+    "Normalizer",
+    "build_dataloader",
+    "build_datasets",
+    "build_index",
+    "compute_stats",
+    "generate_synthetic",
+    "instruction_from_filename",
+    "load_stats",
+    "preprocess_frames",
+    "save_stats",
+    "split_episodes",
+]

@@ -1,0 +1,119 @@
+"""`atlas data {stats,synth,inspect}`: thin command-line wrappers over the data package.
+
+Wiring (atlas/cli.py), like the other command groups:
+
+    add_data_subcommands(sub.add_parser("data", help="LIBERO datasets: stats, synth, inspect"))
+    ...
+    args = parser.parse_args(); sys.exit(args.handler(args))
+
+Every subcommand sets `handler(args) -> int` (0 success, 1 bad data, 2 bad arguments). The module
+also runs alone: `python -m atlas.data.cli stats PATHS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from atlas.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersAction) -> None:
+    """Add `stats`, `synth` and `inspect` under the `atlas data` parser (or a subparsers object)."""
+    if isinstance(parser, argparse.ArgumentParser):
+        parser = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    subparsers = parser
+    stats = subparsers.add_parser(
+        "stats", help="per-dimension action/proprio statistics (normalization JSON)"
+    )
+    stats.add_argument("paths", nargs="+", help="suite folders, .hdf5 files or globs")
+    stats.add_argument("--out", help="write the JSON here (default: print it)")
+    stats.add_argument("--filter-noops", action="store_true", help="drop no-op steps first")
+    stats.add_argument("--skip-bad-episodes", action="store_true", help="skip bad demos")
+    stats.set_defaults(handler=run_stats)
+
+    synth = subparsers.add_parser("synth", help="write the learnable synthetic LIBERO dataset")
+    synth.add_argument("out", help="output folder (must not exist or be empty)")
+    synth.add_argument("--tasks", type=int, default=4, help="files, one task each (1-18)")
+    synth.add_argument("--demos", type=int, default=10, help="demos per task")
+    synth.add_argument("--steps", type=int, default=40, help="maximum steps per demo")
+    synth.add_argument("--image-size", type=int, default=128, help="camera side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=run_synth)
+
+    inspect = subparsers.add_parser("inspect", help="files, tasks, demos, steps, shapes, ranges")
+    inspect.add_argument("paths", nargs="+", help="suite folders, .hdf5 files or globs")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(handler=run_inspect)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from atlas.data.libero_hdf5 import build_index
+    from atlas.data.normalization import save_stats
+    from atlas.data.stats import compute_stats
+
+    try:
+        index = build_index(
+            args.paths,
+            cameras=(),  # statistics need no image: skip the camera checks
+            filter_noops=args.filter_noops,
+            skip_bad_episodes=args.skip_bad_episodes,
+        )
+    except DataError as e:
+        return _fail(e)
+    stats = compute_stats(index)
+    stats["filter_noops"] = bool(args.filter_noops)
+    if args.out:
+        save_stats(stats, args.out)
+        print(f"wrote {args.out}: {stats['num_samples']} steps of {stats['num_episodes']} demos")
+    else:
+        print(json.dumps(stats, indent=2))
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from atlas.data.synthetic import generate_synthetic
+
+    try:
+        out = generate_synthetic(
+            args.out, args.tasks, args.demos, args.steps, args.image_size, args.seed
+        )
+    except (FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.tasks} task files to {out}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from atlas.data.summary import format_summary, summarize
+
+    try:
+        summary = summarize(args.paths)
+    except DataError as e:
+        return _fail(e)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _fail(error: DataError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry: `python -m atlas.data.cli {stats,synth,inspect} ...`."""
+    parser = argparse.ArgumentParser(prog="atlas data", description=__doc__.splitlines()[0])
+    add_data_subcommands(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

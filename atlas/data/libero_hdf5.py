@@ -1,0 +1,302 @@
+"""The original LIBERO HDF5 files: finding them, checking them and indexing their demos.
+
+Layout (one file per task, see shared/reference/libero/FORMAT.md §1):
+
+    <suite>/<task_name>_demo.hdf5
+      data/                   attrs problem_info (JSON), env_args (JSON), bddl_file_name, ...
+        demo_N/               attrs num_samples, model_file, init_state
+          actions             float64 [T, 7]
+          obs/agentview_rgb   uint8   [T, h, w, 3]   (stored upside down, OpenGL rows)
+          obs/eye_in_hand_rgb uint8   [T, h, w, 3]
+          obs/ee_states       float64 [T, 6]         eef position (3) + axis-angle (3)
+          obs/gripper_states  float64 [T, 2]
+
+`build_index` is the cheap metadata pass run before training: it reads shapes, dtypes and
+attributes, plus the small per-step arrays (actions and the 8-value proprio), never an image. Every
+problem becomes a `DataError` naming the file, the demo and the key. The torch `Dataset` over this
+index lives in `atlas.data.dataset`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from atlas.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+InstructionSource = Literal["filename", "problem_info"]
+# Per-step arrays the policy needs: key -> (trailing shape, dtype kind). `None` = any size.
+_STEP_KEYS: dict[str, tuple[tuple[int | None, ...], str]] = {
+    "actions": ((7,), "f"),
+    "obs/ee_states": ((6,), "f"),
+    "obs/gripper_states": ((2,), "f"),
+}
+_IMAGE_SPEC: tuple[tuple[int | None, ...], str] = ((None, None, 3), "u")
+NOOP_THRESHOLD = 1e-4  # OpenVLA: ||a[:6]|| below this with an unchanged gripper is a no-op
+
+
+@dataclass
+class Episode:
+    """One demo of one file, reduced to the steps that are sampled.
+
+    `steps` are the raw timesteps kept (all of them, or those left after no-op filtering); the
+    per-step arrays are already restricted to them, so position k of an episode is raw step
+    `steps[k]` with action `actions[k]` and state `proprio[k]`.
+    """
+
+    file: int  # index into LiberoIndex.files
+    demo: str  # "demo_N"
+    task: int  # index into LiberoIndex.tasks
+    steps: np.ndarray  # int64 [N]
+    actions: np.ndarray  # float32 [N, 7]
+    proprio: np.ndarray  # float32 [N, 8] ee_states (6) + gripper_states (2)
+    frame_shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # camera -> h,w,3
+
+
+@dataclass
+class LiberoIndex:
+    """Every usable episode of a set of files, with the task list shared by all splits."""
+
+    files: list[str]
+    tasks: list[str]  # instructions, in order of first appearance
+    episodes: list[Episode]
+    skipped: int = 0  # bad episodes skipped (data.skip_bad_episodes)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(ep.steps) for ep in self.episodes)
+
+
+# ------------------------------------------------------------------------------------ paths
+
+
+def resolve_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Expand suite folders (searched recursively), files and globs into sorted HDF5 files.
+
+    Several suites can be mixed; duplicates are dropped. A path matching nothing is a DataError.
+    """
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not items:
+        raise DataError("<data.paths>", "no data paths given")
+    found: list[Path] = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            files = [p for p in matches if p.is_file()]
+            if not files:
+                raise DataError(text, "the glob matches no file")
+        elif Path(text).is_dir():
+            root = Path(text)
+            # Hidden entries are skipped: e.g. a dataset still being generated (.name.tmp-*).
+            files = sorted(
+                p
+                for p in root.rglob("*.hdf5")
+                if not any(part.startswith(".") for part in p.relative_to(root).parts)
+            )
+            if not files:
+                raise DataError(text, "no .hdf5 files in this folder")
+        elif Path(text).is_file():
+            files = [Path(text)]
+        else:
+            raise DataError(text, "path not found (a suite folder, an .hdf5 file or a glob)")
+        found.extend(files)
+    return list(dict.fromkeys(found))  # keeps order, drops repeats
+
+
+def instruction_from_filename(path: str | Path) -> str:
+    """The instruction every LIBERO consumer prompts with (FORMAT.md §2).
+
+    Drops `_demo.hdf5`, every word up to and including the one containing `SCENE`, and turns `_`
+    into spaces: `KITCHEN_SCENE10_close_the_top_drawer_demo.hdf5` -> "close the top drawer".
+    """
+    stem = Path(path).name
+    for suffix in (".hdf5", "_demo"):
+        stem = stem.removesuffix(suffix)
+    words = stem.split("_")
+    scene = next((i for i, w in enumerate(words) if "SCENE" in w), -1)
+    return " ".join(w for w in words[scene + 1 :] if w)
+
+
+def instruction_from_problem_info(file: h5py.File, path: str | Path) -> str:
+    """The `language_instruction` inside the `data` group's problem_info JSON attribute."""
+    key = "data.attrs['problem_info']"
+    raw = file["data"].attrs.get("problem_info")
+    if raw is None:
+        raise DataError(str(path), "missing attribute (needed by instruction_source)", key=key)
+    try:
+        info = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return str(info["language_instruction"]).strip()
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(str(path), f"no language_instruction in the JSON ({e})", key=key) from None
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def demo_keys(file: h5py.File, path: str | Path) -> list[str]:
+    """The demo groups of a file in numeric order (demo_2 before demo_10)."""
+    if not isinstance(file.get("data"), h5py.Group):
+        raise DataError(str(path), "missing group (not a LIBERO demo file?)", key="data")
+    names = [k for k, v in file["data"].items() if isinstance(v, h5py.Group)]
+    if not names:
+        raise DataError(str(path), "no demo groups", key="data")
+    return sorted(names, key=lambda n: (int(m.group()) if (m := re.search(r"\d+$", n)) else -1, n))
+
+
+def _check_dataset(grp: h5py.Group, key: str, spec: tuple, where: tuple[str, str]) -> h5py.Dataset:
+    """The dataset `key` of a demo, with its trailing shape and dtype kind checked."""
+    trailing, kind = spec
+    obj = grp.get(key)
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(where[0], "missing dataset", demo=where[1], key=key)
+    shape_ok = obj.ndim == 1 + len(trailing) and all(
+        want is None or got == want for got, want in zip(obj.shape[1:], trailing)
+    )
+    if not shape_ok:
+        want = "(T, " + ", ".join("*" if d is None else str(d) for d in trailing) + ")"
+        raise DataError(where[0], f"shape {obj.shape}, expected {want}", demo=where[1], key=key)
+    if obj.dtype.kind != kind:
+        expected = {"f": "a float dtype", "u": "uint8"}[kind]
+        raise DataError(where[0], f"dtype {obj.dtype}, expected {expected}", where[1], key)
+    if kind == "u" and obj.dtype != np.uint8:
+        raise DataError(where[0], f"dtype {obj.dtype}, expected uint8", where[1], key)
+    return obj
+
+
+def read_demo(
+    file: h5py.File, path: str | Path, demo: str, cameras: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int, int]]]:
+    """Check one demo and read its small arrays (no image is read).
+
+    Returns actions float32 [T, 7], proprio float32 [T, 8] and the frame shape of each camera.
+    """
+    where = (str(path), f"data/{demo}")
+    grp = file["data"][demo]
+    arrays = {k: _check_dataset(grp, k, spec, where) for k, spec in _STEP_KEYS.items()}
+    images = {c: _check_dataset(grp, f"obs/{c}", _IMAGE_SPEC, where) for c in cameras}
+    length = arrays["actions"].shape[0]
+    if length == 0:
+        raise DataError(where[0], "empty demo (0 steps)", demo=where[1], key="actions")
+    for key, obj in [*arrays.items(), *((f"obs/{c}", d) for c, d in images.items())]:
+        if obj.shape[0] != length:
+            msg = f"{obj.shape[0]} steps but actions has {length}"
+            raise DataError(where[0], msg, demo=where[1], key=key)
+    values = {k: np.asarray(d[()], dtype=np.float64) for k, d in arrays.items()}
+    for key, value in values.items():
+        if not np.isfinite(value).all():
+            bad = int(np.flatnonzero(~np.isfinite(value).all(axis=1))[0])
+            msg = f"NaN or inf at step {bad}"
+            raise DataError(where[0], msg, demo=where[1], key=key)
+    proprio = np.concatenate([values["obs/ee_states"], values["obs/gripper_states"]], axis=1)
+    shapes = {c: tuple(int(s) for s in d.shape[1:]) for c, d in images.items()}
+    return values["actions"].astype(np.float32), proprio.astype(np.float32), shapes  # type: ignore[return-value]
+
+
+def noop_mask(actions: np.ndarray) -> np.ndarray:
+    """True for OpenVLA's no-op steps: ||a[:6]|| < 1e-4 and the gripper command unchanged.
+
+    actions [T, 7] -> bool [T]. The first step has no previous command, so only its norm counts.
+    """
+    small = np.linalg.norm(actions[:, :6], axis=1) < NOOP_THRESHOLD
+    same_gripper = np.ones(len(actions), dtype=bool)
+    same_gripper[1:] = actions[1:, 6] == actions[:-1, 6]
+    return small & same_gripper
+
+
+# -------------------------------------------------------------------------------------- index
+
+
+def build_index(
+    paths: str | Path | Sequence[str | Path],
+    cameras: Sequence[str],
+    *,
+    instruction_source: InstructionSource = "filename",
+    filter_noops: bool = False,
+    skip_bad_episodes: bool = False,
+) -> LiberoIndex:
+    """Index every demo of `paths` (folders, files, globs) in one cheap metadata pass.
+
+    Each problem raises a DataError naming the file, demo and key; with `skip_bad_episodes` the bad
+    demo (or the whole unreadable file) is skipped with a warning and counted instead.
+    """
+    files = resolve_paths(paths)
+    index = LiberoIndex(files=[str(f) for f in files], tasks=[], episodes=[])
+    for file_id, path in enumerate(files):
+        try:
+            _index_file(
+                index, file_id, path, cameras, instruction_source, filter_noops, skip_bad_episodes
+            )
+        except DataError as e:
+            if not skip_bad_episodes:
+                raise
+            log.warning("skipping bad file: %s", e)
+            index.skipped += 1
+    if index.skipped:
+        log.warning("skipped %d bad episodes or files (data.skip_bad_episodes)", index.skipped)
+    if not index.episodes:
+        raise DataError(", ".join(index.files[:3]), "no usable episode in these files")
+    return index
+
+
+def _index_file(
+    index: LiberoIndex,
+    file_id: int,
+    path: Path,
+    cameras: Sequence[str],
+    source: InstructionSource,
+    filter_noops: bool,
+    skip_bad: bool,
+) -> None:
+    """Append the episodes of one file to `index` (see build_index)."""
+    if not h5py.is_hdf5(path):
+        raise DataError(str(path), "not an HDF5 file")
+    with h5py.File(path, "r") as file:
+        demos = demo_keys(file, path)
+        if source == "filename":
+            instruction = instruction_from_filename(path)
+        else:
+            instruction = instruction_from_problem_info(file, path)
+        for demo in demos:
+            try:
+                actions, proprio, shapes = _read_demo_wrapped(file, path, demo, cameras)
+            except DataError as e:
+                if not skip_bad:
+                    raise
+                log.warning("skipping bad episode: %s", e)
+                index.skipped += 1
+                continue
+            steps = np.arange(len(actions), dtype=np.int64)
+            if filter_noops:
+                steps = steps[~noop_mask(actions)]
+                if len(steps) == 0:
+                    log.info("%s: data/%s: every step is a no-op; dropped", path, demo)
+                    continue
+            if instruction not in index.tasks:
+                index.tasks.append(instruction)
+            task = index.tasks.index(instruction)
+            episode = Episode(file_id, demo, task, steps, actions[steps], proprio[steps], shapes)
+            index.episodes.append(episode)
+
+
+def _read_demo_wrapped(
+    file: h5py.File, path: Path, demo: str, cameras: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int, int]]]:
+    """read_demo, with low-level HDF5 failures (corrupt blocks) turned into DataErrors."""
+    try:
+        return read_demo(file, path, demo, cameras)
+    except DataError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise DataError(str(path), f"unreadable ({e})", demo=f"data/{demo}") from None
