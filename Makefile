@@ -11,8 +11,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 TORCH_SPEC ?= torch==2.13.0
-# Extras of `make test`: the simulator smoke rollout runs in CI.
-TEST_EXTRAS ?= dev,sim,sim-assets
+# Extras of `make test`: the simulator smoke rollout and the DeepSpeed ZeRO-2 tests run in CI.
+TEST_EXTRAS ?= dev,sim,sim-assets,deepspeed
 # LIBERO itself goes in without its declared dependencies (see pyproject's `sim` extra).
 LIBERO_SPEC ?= hf-libero==0.1.4
 PYTEST_ARGS ?=

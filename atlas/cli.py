@@ -88,8 +88,24 @@ def run_train(args: argparse.Namespace) -> int:
         log.info("No --config given: training the embedded demo (%s)", config)
     from atlas.training.trainer import run_training
 
-    run_training(cfg, progress=not args.no_progress)
+    try:
+        run_training(cfg, progress=not args.no_progress)
+    except user_errors() as e:
+        # Bad data, weights or checkpoints: the message names the file and the fix; a traceback
+        # would only bury it. Under torchrun the non-zero exit ends the other ranks.
+        log.error("%s: %s", type(e).__name__, e)
+        return 2
     return 0
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's files or settings, reported without a traceback."""
+    from atlas.config import ConfigError
+    from atlas.data.errors import DataError
+    from atlas.models.vggt.loading import CheckpointError as WeightsError
+    from atlas.training.ckpt_format import CheckpointError
+
+    return (ConfigError, DataError, CheckpointError, WeightsError, FileNotFoundError)
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:

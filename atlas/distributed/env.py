@@ -7,9 +7,11 @@ errors out instead of blocking the job forever.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +87,52 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's picklable `obj`, indexed by rank (`[obj]` for a single process).
+
+    Used by the checkpoint manager to collect each rank's RNG state into one file.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over ranks in place and return it (identity for a single process).
+
+    Used for exact dataset-wide metrics: ranks reduce sums and counts, never means of means.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one (e.g. a preemption signal).
+
+    Every rank must call it at the same point; the answer is the same everywhere, so the ranks
+    take the same branch afterwards and never wait on a collective the others skipped.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+@contextlib.contextmanager
+def main_process_first(info: DistInfo) -> Iterator[None]:
+    """Run the body on rank 0 first, then on the other ranks (one barrier on every rank).
+
+    For work with side effects on shared files (generating the synthetic dataset, computing
+    normalization statistics): rank 0 writes them, the others then read what it wrote.
+    """
+    if not info.is_main:
+        barrier()
+    yield
+    if info.is_main:
+        barrier()

@@ -170,7 +170,9 @@ class LanguageEncoder(nn.Module):
         self.path = resolve_language_path(cfg.name_or_path)
         self.pool = POOLINGS[cfg.pooling]
         self.model: nn.Module | None
-        self.model, self.tokenizer = build_transformer(self.path, _load_dtype(cfg), meta=meta)
+        self.model, self.tokenizer = build_transformer(
+            self.path, resolve_language_dtype(cfg), meta=meta
+        )
         self.hidden_size: int = self.model.config.hidden_size
         if self.tokenizer is not None and self.tokenizer.pad_token is None:
             # LLaMA ships without a pad token; padding is masked out, so any id works.
@@ -247,7 +249,17 @@ class LanguageEncoder(nn.Module):
         )
 
 
-def _load_dtype(cfg: LanguageEncoderConfig) -> torch.dtype:
+def language_hidden_size(cfg: LanguageEncoderConfig) -> int:
+    """Width D of the configured model, read from its config.json alone (no weights loaded)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    path = resolve_language_path(cfg.name_or_path)
+    if (path / "config.json").is_file():
+        return int(AutoConfig.from_pretrained(path, local_files_only=True).hidden_size)
+    return LlamaConfig().hidden_size  # the meta build's Llama-2-7B fallback
+
+
+def resolve_language_dtype(cfg: LanguageEncoderConfig) -> torch.dtype:
     """bf16 for a frozen encoder on a GPU machine (half the memory, inference only), else fp32."""
     if cfg.dtype == "auto":
         return torch.bfloat16 if cfg.freeze and torch.cuda.is_available() else torch.float32

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from atlas.config.schema import POLICY_MODULES, AtlasConfig, TrainingConfig
 from atlas.models import parameters
 from atlas.models.action_head import ActionHead
+from atlas.models.detached import DetachedBackbone
 from atlas.models.fusion import FusionTransformer
 from atlas.models.geometry import (
     GeometryEncoder,
@@ -38,7 +39,7 @@ from atlas.models.geometry import (
     extract_vggt_features,
     vggt_parts,
 )
-from atlas.models.language import LanguageEncoder
+from atlas.models.language import LanguageEncoder, LanguageFeatures, language_hidden_size
 from atlas.models.loss import VLALoss, gripper_prediction
 from atlas.models.vggt import VGGT, build_vggt, get_vggt_preset, load_vggt_weights
 
@@ -96,6 +97,8 @@ class AtlasVLAPolicy(nn.Module):
     def _apply_freezing(self) -> None:
         for name in self.frozen_modules():
             parameters.set_frozen(getattr(self, name))
+        if isinstance(self.vggt, DetachedBackbone):
+            return  # no backbone parameters here at all
         needed, heads = vggt_parts(
             self.vggt, self.config.model.vggt.layers, self.config.model.geometry
         )
@@ -166,11 +169,27 @@ class AtlasVLAPolicy(nn.Module):
         if cached and not m.vggt.freeze:
             raise ValueError("cached VGGT features (vggt_* batch keys) need model.vggt.freeze")
         geometry = self.geometry(cached or self.backbone_features(batch["images"]))
-        language = self.language_encoder(batch["instruction"], device)
+        language = self._language(batch, device)
         queries = self.fusion(geometry, language)
         proprio = batch.get("proprio") if m.action_head.use_proprio else None
         proprio = None if proprio is None else proprio.to(device, non_blocking=True)
         return self.action_head(queries, proprio)
+
+    def _language(self, batch: dict[str, Any], device: torch.device) -> LanguageFeatures:
+        """Precomputed "language_pooled/tokens/mask" from the batch (feature cache), else encode.
+
+        Cached tokens are padded to the longest cached instruction; trimming to this batch's
+        longest gives exactly the shapes the live encoder returns.
+        """
+        if "language_pooled" not in batch:
+            return self.language_encoder(batch["instruction"], device)
+        mask = batch["language_mask"]
+        length = int(mask.sum(dim=1).max())  # on the loader's CPU tensor: no device sync
+        return LanguageFeatures(
+            batch["language_pooled"].to(device, non_blocking=True),
+            batch["language_tokens"][:, :length].to(device, non_blocking=True),
+            mask[:, :length].to(device, non_blocking=True),
+        )
 
     def reset(self) -> None:
         """Forget the frame history of predict_action (call between episodes)."""
@@ -215,6 +234,8 @@ class AtlasVLAPolicy(nn.Module):
         """Encode every instruction once (frozen encoder); `release` then frees the LM."""
         if not self.config.model.language_encoder.freeze:
             return  # a trainable encoder runs every step: nothing to cache
+        if isinstance(self.language_encoder, DetachedBackbone):
+            return  # features come from the feature cache
         self.language_encoder.precompute(list(instructions))
         if release:
             self.language_encoder.release_model()
@@ -269,7 +290,11 @@ def build_vggt_backbone(cfg: AtlasConfig, meta: bool = False, load_weights: bool
         log.warning(
             "VGGT %s is frozen with random weights (model.vggt.checkpoint is not set)", v.preset
         )
-    return build_vggt(config)
+    # A random init is a function of training.seed alone, not of whatever used the generator
+    # before: the feature cache keys it by the seed, and an export that leaves it out rebuilds it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.training.seed)
+        return build_vggt(config)
 
 
 def build_policy(
@@ -277,12 +302,24 @@ def build_policy(
     normalizer: Normalizer | None = None,
     meta: bool = False,
     load_weights: bool = True,
+    backbones: bool = True,
 ) -> AtlasVLAPolicy:
     """Build the configured policy on the CPU (the trainer moves it to its device).
 
     meta=True allocates nothing (parameter counts of the full-size model). load_weights=False
     leaves VGGT on the meta device for the caller to load (from_pretrained does, from its file).
+    backbones=False puts parameter-free `DetachedBackbone`s where VGGT and the language model
+    would be: for training from the feature cache, whose batches carry their outputs.
     """
+    if not backbones:  # training from the feature cache: VGGT and the LM are never loaded
+        vggt_config = get_vggt_preset(cfg.model.vggt.preset)
+        hidden = language_hidden_size(cfg.model.language_encoder)
+        return AtlasVLAPolicy(
+            cfg,
+            DetachedBackbone("vggt", config=vggt_config),  # type: ignore[arg-type]
+            DetachedBackbone("language_encoder", hidden_size=hidden),  # type: ignore[arg-type]
+            normalizer,
+        )
     vggt = build_vggt_backbone(cfg, meta=meta, load_weights=load_weights)
     language = LanguageEncoder(cfg.model.language_encoder, meta=meta)
     if meta:

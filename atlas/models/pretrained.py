@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from atlas.config.loader import config_from_resolved, to_dict
+from atlas.models.detached import DetachedBackbone
 from atlas.models.vggt import load_vggt_state_dict
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ def excluded_prefixes(policy: AtlasVLAPolicy, include_frozen_backbones: bool | N
     m = policy.config.model
     leave_out = include_frozen_backbones is not True
     out = []
-    if leave_out and m.vggt.freeze and m.vggt.checkpoint:
-        out.append("vggt.")
+    if isinstance(policy.vggt, DetachedBackbone) or (
+        leave_out and m.vggt.freeze and m.vggt.checkpoint
+    ):
+        out.append("vggt.")  # reloaded from its checkpoint, or its seeded random init rebuilt
     if policy.language_encoder.released or (leave_out and m.language_encoder.freeze):
         out.append("language_encoder.")
     return out

@@ -1,0 +1,366 @@
+"""Offline metrics on held-out episodes: one function for the trainer's validation and `atlas eval`.
+
+`evaluate_policy` runs the policy over a loader and returns, overall and per task:
+
+    loss (+ components)   the policy's own training loss (normalized space), sample-weighted mean
+    l1 / mse              per action dimension, in ACTION UNITS (unnormalized), over every valid
+                          step of every predicted chunk (`action_mask`)
+    gripper_accuracy      fraction of valid steps whose predicted gripper command has the sign of
+                          the target (LIBERO: -1 open, +1 close)
+
+Sums and counts are reduced across ranks (never means of means), so a sharded validation gives the
+same numbers as one process. `atlas eval --checkpoint DIR` rebuilds the checkpoint's validation
+split from its config and seed and prints the same numbers as a table (or JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from atlas.distributed.env import all_reduce_sum
+from atlas.training.precision import PrecisionPolicy, resolve_precision
+
+log = logging.getLogger(__name__)
+
+ACTION_DIMS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+GRIPPER = 6  # index of the gripper command in a 7-value action
+# The loss components of the policy contract; fixed so every rank reduces the same-sized tensor
+# even when it holds no validation batch.
+LOSS_KEYS = ("loss", "loss_pose", "loss_gripper")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a collated batch moved to `device` (non-blocking from pinned memory)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+    }
+
+
+class _Sums:
+    """Running sums, kept in float64 tensors so ranks reduce them with one collective each."""
+
+    def __init__(self, num_tasks: int, device: torch.device) -> None:
+        d = len(ACTION_DIMS)
+        # Per task: [abs err (d), sq err (d), gripper correct, valid steps, samples,
+        #            per-task loss sum, per-task loss samples]
+        self.task = torch.zeros(num_tasks, 2 * d + 5, dtype=torch.float64, device=device)
+        # Sample-weighted sums: [*LOSS_KEYS, mean-action baseline loss, samples]
+        self.loss = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64, device=device)
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    normalizer: Any,
+    device: torch.device,
+    amp: PrecisionPolicy | None = None,
+    *,
+    task_names: list[str] | None = None,
+    per_task_loss: bool = False,
+) -> dict[str, Any]:
+    """Offline metrics of `policy` over `loader` (every rank its shard; results are global).
+
+    Pass the policy, not its DDP wrapper (under FSDP2: inside `strategy.gathered(model)`): its
+    forward must run no collective, because ranks may hold different numbers of validation
+    batches; the only collectives are the two sum-reductions at the end. Task names default to
+    `loader.dataset.tasks`.
+    `per_task_loss` adds one forward per task present in each batch (the policy's loss is a batch
+    mean); the overall numbers never depend on it.
+
+    Returns {"loss", "loss_pose", "loss_gripper", "mean_action_loss" (the same loss for a
+    constant prediction of the mean training action, a reference point), "l1": {dim: v},
+    "mse": {dim: v}, "l1_mean", "mse_mean", "gripper_accuracy", "num_samples",
+    "per_task": {name: {l1, mse, l1_mean, mse_mean, gripper_accuracy, num_samples[, loss]}}}.
+    """
+    tasks = task_names or list(getattr(getattr(loader, "dataset", None), "tasks", None) or [])
+    if not tasks:  # the sums are sized by task (and must be the same size on every rank)
+        raise ValueError("evaluate_policy: pass task_names, or a loader whose dataset has .tasks")
+    sums = _Sums(len(tasks), device)
+    baseline = _MeanActionBaseline(policy, normalizer, device)
+    autocast = amp.autocast if amp is not None else contextlib.nullcontext
+    was_training = policy.training
+    policy.eval()
+    try:
+        for batch in loader:
+            batch = to_device(batch, device)
+            with autocast():
+                loss, metrics = policy(batch)
+                pred = policy.predict_chunk(batch)
+            _accumulate(sums, batch, {**metrics, "loss": loss}, pred, normalizer, baseline)
+            if per_task_loss:
+                _accumulate_task_loss(sums, policy, batch, autocast)
+    finally:
+        policy.train(was_training)
+    return _finalize(sums, tasks, per_task_loss)
+
+
+class _MeanActionBaseline:
+    """The policy's loss for always predicting the mean training action (normalized space).
+
+    The mean comes from the normalization statistics (computed on the training split unless
+    data.stats_path names a file); the normalization is affine, so normalizing the mean gives the
+    mean of the normalized training actions. With `gripper_loss: bce` the gripper channel is a
+    logit, so the mean is mapped through atanh.
+    """
+
+    def __init__(self, policy: nn.Module, normalizer: Any, device: torch.device) -> None:
+        from atlas.config.schema import LossConfig
+        from atlas.models.loss import VLALoss
+
+        cfg = getattr(getattr(policy, "config", None), "training", None)
+        loss_cfg = cfg.loss if cfg is not None else LossConfig()
+        self.loss_fn = VLALoss(loss_cfg)
+        mean = torch.tensor(normalizer.stats["action"]["mean"], dtype=torch.float64)
+        pred = normalizer.normalize_action(mean).float()
+        if loss_cfg.gripper_loss == "bce":  # the head predicts a logit: invert tanh(x / 2)
+            pred[GRIPPER] = 2 * torch.atanh(pred[GRIPPER].clamp(-0.999, 0.999))
+        self.pred = pred.to(device)
+
+    def __call__(self, target: Tensor, mask: Tensor) -> Tensor:
+        loss, _ = self.loss_fn(self.pred.expand_as(target), target, mask)
+        return loss
+
+
+def _accumulate(
+    sums: _Sums,
+    batch: dict[str, Any],
+    losses: dict[str, Tensor],
+    pred: Tensor,
+    normalizer: Any,
+    baseline: _MeanActionBaseline,
+) -> None:
+    """Add one batch's errors (action units) and losses to the running sums."""
+    target, mask = batch["actions"], batch["action_mask"]
+    b = target.shape[0]
+    weight = mask.to(torch.float64)  # [B, Hc]
+    pred_u = normalizer.unnormalize_action(pred.detach().double())
+    target_u = normalizer.unnormalize_action(target.double())
+    err = (pred_u - target_u) * weight[..., None]  # [B, Hc, 7], zero on padded steps
+    grip_ok = ((pred_u[..., GRIPPER] > 0) == (target_u[..., GRIPPER] > 0)).double() * weight
+    per_sample = torch.cat(
+        [
+            err.abs().sum(1),  # [B, 7]
+            err.square().sum(1),  # [B, 7]
+            grip_ok.sum(1, keepdim=True),
+            weight.sum(1, keepdim=True),
+            torch.ones(b, 1, dtype=torch.float64, device=weight.device),
+            torch.zeros(b, 2, dtype=torch.float64, device=weight.device),
+        ],
+        dim=1,
+    )
+    sums.task.index_add_(0, batch["task_index"].to(sums.task.device), per_sample)
+    zero = torch.zeros((), device=sums.loss.device)
+    values = [losses.get(k, zero).detach().to(sums.loss.device) for k in LOSS_KEYS]
+    values.append(baseline(target, mask).detach().to(sums.loss.device))
+    sums.loss[:-1] += torch.stack(values).double() * b
+    sums.loss[-1] += b
+
+
+def _accumulate_task_loss(
+    sums: _Sums, policy: nn.Module, batch: dict[str, Any], autocast: Any
+) -> None:
+    """Per-task loss: one forward on the samples of each task present in the batch."""
+    task_index = batch["task_index"]
+    for task in torch.unique(task_index).tolist():
+        idx = (task_index == task).nonzero().flatten()
+        with autocast():
+            loss, _ = policy(_select(batch, idx))
+        sums.task[task, -2] += loss.detach().double() * len(idx)
+        sums.task[task, -1] += len(idx)
+
+
+def _select(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
+    """The samples `idx` of a collated batch (tensors indexed, lists picked)."""
+    rows = idx.tolist()
+    return {k: v[idx] if isinstance(v, Tensor) else [v[i] for i in rows] for k, v in batch.items()}
+
+
+def _finalize(sums: _Sums, tasks: list[str], per_task_loss: bool) -> dict[str, Any]:
+    """Reduce the sums across ranks and turn them into means."""
+    all_reduce_sum(sums.task)
+    all_reduce_sum(sums.loss)
+    d = len(ACTION_DIMS)
+    total = sums.task.sum(0)
+    out: dict[str, Any] = {}
+    n = max(float(sums.loss[-1]), 1.0)
+    for i, key in enumerate(LOSS_KEYS):
+        out[key] = float(sums.loss[i]) / n
+    out["mean_action_loss"] = float(sums.loss[len(LOSS_KEYS)]) / n
+    out.update(_error_metrics(total, d))
+    out["per_task"] = {}
+    for t, row in enumerate(sums.task):
+        if row[2 * d + 2] == 0:  # no sample of this task in the split
+            continue
+        name = tasks[t] if t < len(tasks) else f"task_{t}"
+        entry = _error_metrics(row, d)
+        if per_task_loss:
+            entry["loss"] = float(row[-2]) / max(float(row[-1]), 1.0)
+        out["per_task"][name] = entry
+    return out
+
+
+def _error_metrics(row: Tensor, d: int) -> dict[str, Any]:
+    """L1 / MSE per dimension, gripper accuracy and counts from one row of sums."""
+    steps = max(float(row[2 * d + 1]), 1.0)
+    l1 = (row[:d] / steps).tolist()
+    mse = (row[d : 2 * d] / steps).tolist()
+    return {
+        "l1": dict(zip(ACTION_DIMS, l1)),
+        "mse": dict(zip(ACTION_DIMS, mse)),
+        "l1_mean": sum(l1) / d,
+        "mse_mean": sum(mse) / d,
+        "gripper_accuracy": float(row[2 * d]) / steps,
+        "num_samples": int(row[2 * d + 2]),
+    }
+
+
+# ------------------------------------------------------------------------------ atlas eval
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> None:
+    """Options of `atlas eval`."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="an exported policy (best/, final/: config.json + model.safetensors) or an "
+        "iter_N checkpoint directory",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        metavar="PATH",
+        help="evaluate on every episode of these suites/files instead of the checkpoint's "
+        "validation split (rebuilt from its config and seed)",
+    )
+    parser.add_argument("--batch-size", type=int, help="default: the checkpoint's data.batch_size")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """`atlas eval`: rebuild the held-out data, run `evaluate_policy`, print a table or JSON.
+
+    Exit codes: 0 done, 2 bad input (no such checkpoint, no held-out episodes, bad data).
+    """
+    from atlas.config.loader import ConfigError
+    from atlas.data.errors import DataError
+
+    try:
+        result = evaluate_checkpoint(Path(args.checkpoint), args.data, args.batch_size, args.device)
+    except (FileNotFoundError, DataError, ConfigError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(format_metrics_table(result) + "\n")
+    return 0
+
+
+def evaluate_checkpoint(
+    path: Path, data: list[str] | None = None, batch_size: int | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Offline metrics of the policy in `path` on its validation split (or on `data`)."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    policy = load_policy_for_eval(path)
+    cfg = copy.deepcopy(policy.config)
+    if batch_size:
+        cfg.data.batch_size = batch_size
+    dataset = build_eval_dataset(cfg, data, policy.normalizer)
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(
+            f"{path}: its config holds out no validation episodes (data.val_split is 0); "
+            "pass --data PATH to evaluate on other episodes"
+        )
+    from atlas.data import build_dataloader
+
+    loader = build_dataloader(dataset, cfg, list(range(len(dataset))), train=False)
+    precision = resolve_precision(cfg.training.mixed_precision, dev)
+    policy.to(dev)
+    policy.cache_instructions(dataset.tasks)
+    result = evaluate_policy(policy, loader, policy.normalizer, dev, precision, per_task_loss=True)
+    result["checkpoint"] = str(path)
+    result["data"] = data or "validation split"
+    return result
+
+
+def load_policy_for_eval(path: Path) -> Any:
+    """The policy of an export (config.json) or of an iter_N checkpoint (config.yaml)."""
+    from atlas.models.policy import AtlasVLAPolicy
+
+    if (path / "config.json").is_file():
+        return AtlasVLAPolicy.from_pretrained(path)
+    if (path / "config.yaml").is_file():
+        from atlas.config.loader import load_config
+        from atlas.distributed.env import DistInfo
+        from atlas.models.policy import build_policy
+        from atlas.training.build import seed_everything
+        from atlas.training.checkpoint import CheckpointManager
+
+        cfg = load_config(path / "config.yaml")
+        _, _, normalizer = _datasets(cfg)  # the run's statistics, as the trainer built them
+        # Seeded as the trainer seeds before building: iter_N checkpoints leave frozen weights
+        # out, and a randomly initialised frozen backbone (the debug VGGT) is rebuilt this way.
+        seed_everything(cfg.training.seed)
+        policy = build_policy(cfg, normalizer)
+        CheckpointManager(cfg, DistInfo()).load_weights(path, policy)
+        return policy
+    raise FileNotFoundError(
+        f"{path}: neither an exported policy (config.json) nor a checkpoint (config.yaml)"
+    )
+
+
+def build_eval_dataset(cfg: Any, data: list[str] | None, normalizer: Any) -> Any:
+    """The checkpoint's validation split, or every episode of `data`; no augmentation.
+
+    Samples are normalized with the policy's own statistics, never recomputed ones.
+    """
+    cfg.data.augmentation.enabled = False
+    if data:
+        cfg.data.paths, cfg.data.val_split, cfg.data.synthetic = list(data), 0.0, None
+        dataset, _, _ = _datasets(cfg)
+    else:
+        _, dataset, _ = _datasets(cfg)
+    if dataset is not None and normalizer is not None:
+        dataset.normalizer = normalizer
+    return dataset
+
+
+def _datasets(cfg: Any) -> tuple[Any, Any, Any]:
+    from atlas.data import build_datasets
+
+    return build_datasets(cfg)
+
+
+def format_metrics_table(result: dict[str, Any]) -> str:
+    """Per-task rows plus an overall row, then the per-dimension errors (action units)."""
+    header = f"{'task':<60} {'n':>6} {'loss':>8} {'L1':>8} {'MSE':>9} {'grip acc':>8}"
+    rows = [header, "-" * len(header)]
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        loss = f"{m['loss']:8.4f}" if "loss" in m else f"{'':8}"
+        return (
+            f"{name[:60]:<60} {m['num_samples']:>6} {loss} {m['l1_mean']:8.4f} "
+            f"{m['mse_mean']:9.5f} {m['gripper_accuracy']:8.3f}"
+        )
+
+    rows += [row(name, m) for name, m in result["per_task"].items()]
+    rows += ["-" * len(header), row("overall", result)]
+    rows += ["", f"{'dim':<8} {'L1':>10} {'MSE':>12}"]
+    rows += [f"{d:<8} {result['l1'][d]:10.5f} {result['mse'][d]:12.6f}" for d in ACTION_DIMS]
+    rows += ["", f"mean-action baseline loss: {result['mean_action_loss']:.4f}"]
+    return "\n".join(rows)

@@ -1,0 +1,97 @@
+"""What the trainer builds before its first step: seeds, the banner, data, policy, loaders.
+
+Kept out of trainer.py so the loop reads on its own. Every function here runs on every rank;
+work with side effects on shared files (synthetic data, statistics) runs on rank 0 first.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from atlas.config.schema import AtlasConfig
+from atlas.distributed.env import DistInfo, main_process_first
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def log_banner(info: DistInfo) -> None:
+    """The start banner, one message so its lines stay together (as the documents show it)."""
+    log.info(
+        "Training setup:\n  Distributed: %s\n  World size: %d\n  Rank: %d, Local rank: %d\n"
+        "  Device: %s",
+        info.distributed, info.world_size, info.rank, info.local_rank, info.device,
+    )  # fmt: skip
+
+
+@dataclass
+class TrainingData:
+    """Datasets, loaders and the normalizer of one run."""
+
+    train_set: Any
+    val_set: Any | None
+    normalizer: Any
+    sampler: Any  # ResumableSampler over train_set
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+
+
+def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
+    """Datasets (rank 0 first: it may generate the synthetic set or write statistics) + loaders.
+
+    Training batches come from a `ResumableSampler` (distributed, reshuffled per epoch, able to
+    start mid-epoch). Validation is sharded without padding (rank r takes every world_size-th
+    sample), so each held-out sample is counted exactly once in the reduced metrics.
+    """
+    from atlas.data import build_dataloader, build_datasets
+    from atlas.training.sampler import ResumableSampler
+
+    with main_process_first(info):
+        train_set, val_set, normalizer = build_datasets(cfg)
+    if cfg.data.use_feature_cache:  # same indexing, backbone outputs read from `atlas cache`
+        from atlas.cache import open_cached_datasets
+
+        train_set, val_set = open_cached_datasets(cfg, train_set, val_set, info.device)
+    sampler = ResumableSampler(
+        len(train_set), info, shuffle=True, seed=cfg.training.seed, drop_last=False
+    )
+    train_loader = build_dataloader(train_set, cfg, sampler, train=True)
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:
+        shard = list(range(info.rank, len(val_set), info.world_size))
+        val_loader = build_dataloader(val_set, cfg, shard, train=False)  # type: ignore[arg-type]
+    log.info(
+        "Data: %d train samples, %d validation samples, %d tasks",
+        len(train_set), len(val_set) if val_set is not None else 0, len(train_set.tasks),
+    )  # fmt: skip
+    return TrainingData(train_set, val_set, normalizer, sampler, train_loader, val_loader)
+
+
+def build_model(cfg: AtlasConfig, normalizer: Any, device: torch.device) -> nn.Module:
+    """The policy on `device` (identical on every rank: built right after seeding)."""
+    from atlas.models.policy import build_policy
+
+    # Training from the feature cache never loads the frozen backbones (batches carry their output).
+    policy = build_policy(cfg, normalizer, backbones=not cfg.data.use_feature_cache)
+    counts = policy.parameter_counts()
+    for name, c in counts.items():
+        log.info("Module %-16s %12d params, %12d trainable", name, c["total"], c["trainable"])
+    trainable = sum(c["trainable"] for c in counts.values())
+    total = sum(c["total"] for c in counts.values())
+    share = 100 * trainable / max(total, 1)
+    log.info("Policy: %d parameters, %d trainable (%.2f%%)", total, trainable, share)
+    return policy.to(device)

@@ -1,0 +1,184 @@
+"""Does a checkpoint fit the run resuming from it? The batch split (below) and the config (logged).
+
+The step counter counts optimizer steps, and the LR schedule is a function of it. One step means
+`effective batch = per-device batch x world size x accumulation` samples, so:
+
+* same effective batch, different split (e.g. half the per-device batch, twice the accumulation
+  to fit memory): a step still means the same amount of data. Resume; only the position inside
+  the epoch (counted in micro-batches) is converted.
+* different effective batch: step N no longer means N x old samples, and the schedule would
+  continue at the wrong point. Refused unless `checkpoint.allow_batch_change: true`; then the
+  step is recomputed from the samples already seen (`step' = samples_seen // new_effective`), the
+  schedule continues from there, and the peak LRs follow the new config (lr scaling by world).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from atlas.config.loader import to_dict
+from atlas.config.schema import AtlasConfig
+from atlas.training import ckpt_format as fmt
+from atlas.training.ckpt_format import CheckpointError
+from atlas.training.sampler import ResumableSampler
+from atlas.training.state import Stateful, TrainProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How the samples of one optimizer step are split over devices and micro-batches."""
+
+    per_device: int
+    world_size: int
+    grad_accum: int
+
+    @property
+    def effective(self) -> int:
+        return self.per_device * self.world_size * self.grad_accum
+
+    @property
+    def per_micro_batch(self) -> int:
+        """Samples consumed by all ranks per micro-batch (the unit of `batch_in_epoch`)."""
+        return self.per_device * self.world_size
+
+    @classmethod
+    def of(cls, cfg: AtlasConfig, world_size: int) -> BatchSplit:
+        return cls(cfg.data.batch_size, world_size, cfg.training.gradient_accumulation_steps)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchSplit:
+        return cls(int(d["per_device"]), int(d["world_size"]), int(d["grad_accum"]))
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "effective": self.effective}
+
+    def __str__(self) -> str:
+        return (
+            f"{self.per_device} per device x {self.world_size} process(es) x "
+            f"{self.grad_accum} accumulation = {self.effective} samples per optimizer step"
+        )
+
+
+def check_batch(
+    path: Path, old: BatchSplit, new: BatchSplit, progress: dict[str, Any], allow: bool
+) -> bool:
+    """True when the progress must be converted; raises when a new effective batch is refused."""
+    if old == new:
+        return False
+    if old.effective == new.effective:
+        log.info("Effective batch unchanged (%d): was %s, now %s", new.effective, old, new)
+        return True
+    if not allow:
+        raise CheckpointError(refusal_message(path, old, new, progress))
+    log.warning(
+        "Effective batch changed (checkpoint.allow_batch_change): was %s, now %s. Step %d becomes "
+        "%d (= %d samples seen / %d).",
+        old,
+        new,
+        progress["step"],
+        progress["samples_seen"] // new.effective,
+        progress["samples_seen"],
+        new.effective,
+    )
+    return True
+
+
+def refusal_message(path: Path, old: BatchSplit, new: BatchSplit, progress: dict[str, Any]) -> str:
+    """Old and new numbers, what they do to the step counter and the schedule, and the ways out."""
+    step, seen = progress["step"], progress["samples_seen"]
+    keep = "change the per-device batch and the accumulation together"
+    if old.effective % new.per_micro_batch == 0:
+        accum = old.effective // new.per_micro_batch
+        keep = f"--set training.gradient_accumulation_steps={accum} keeps {old.effective}"
+    return (
+        f"cannot resume from {path}: the effective batch changed.\n"
+        f"  checkpoint: {old}\n"
+        f"  now:        {new}\n"
+        f"The step counter counts optimizer steps: step {step} meant {seen} samples "
+        f"({old.effective} per step); with {new.effective} per step the same counter would mean "
+        f"{step * new.effective} samples. The warmup + cosine schedule is a function of the step "
+        f"and of the total steps, which the new batch changes: it would continue at the wrong "
+        f"point, and steps per epoch and every *_interval would change meaning.\n"
+        f"Options:\n"
+        f"  - keep the effective batch ({keep}): resumes as if nothing changed;\n"
+        f"  - start a new run from the weights: checkpoint.load_from: {path};\n"
+        f"  - set checkpoint.allow_batch_change: true to continue from the samples already seen: "
+        f"step {step} becomes {seen // new.effective} (= {seen} / {new.effective}), the schedule "
+        f"continues from there and the peak LRs follow the new config."
+    )
+
+
+def rebase_progress(
+    objects: dict[str, Stateful],
+    old: BatchSplit,
+    new: BatchSplit,
+    fresh_base_lrs: dict[str, list[float]],
+) -> None:
+    """Convert the loaded counters (and the schedule, if the effective batch changed) to `new`."""
+    progress = next((o for o in objects.values() if isinstance(o, TrainProgress)), None)
+    if progress is None:
+        return
+    # Position in the epoch: samples consumed, re-expressed in new micro-batches, rounded down to
+    # a whole accumulation window (at most one window of samples is seen twice).
+    consumed = progress.batch_in_epoch * old.per_micro_batch
+    position = consumed // new.per_micro_batch
+    progress.batch_in_epoch = position - position % new.grad_accum
+    sampler = next((o for o in objects.values() if isinstance(o, ResumableSampler)), None)
+    if (
+        sampler is not None
+        and progress.batch_in_epoch >= sampler.num_samples_per_rank // new.per_device
+    ):
+        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0  # the epoch was consumed
+    if old.effective == new.effective:
+        return
+    progress.step = progress.samples_seen // new.effective
+    for name, obj in objects.items():
+        if isinstance(obj, LRScheduler):
+            _restart_schedule(obj, progress.step, fresh_base_lrs.get(name))
+
+
+def _restart_schedule(sched: LRScheduler, step: int, base_lrs: list[float] | None) -> None:
+    """Put `sched` at `step` with the new config's peaks (what a fresh run at `step` would use)."""
+    if base_lrs:
+        sched.base_lrs = list(base_lrs)
+    sched.last_epoch = step
+    sched._step_count = step + 1  # keeps torch's "step() before optimizer.step()" check quiet
+    if isinstance(sched, LambdaLR):
+        lrs = [base * fn(step) for base, fn in zip(sched.base_lrs, sched.lr_lambdas)]
+    else:  # other schedulers recompute their LR on the next step()
+        lrs = [g["lr"] for g in sched.optimizer.param_groups]
+    for group, base, lr in zip(sched.optimizer.param_groups, sched.base_lrs, lrs):
+        group["initial_lr"], group["lr"] = base, lr
+    sched._last_lr = lrs  # type: ignore[attr-defined]
+
+
+def log_config_changes(path: Path, cfg: AtlasConfig) -> None:
+    """Say which settings differ from the checkpoint's config (resume is allowed; be explicit)."""
+    try:
+        old = yaml.safe_load((path / fmt.CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    before, now = _flat(old), _flat(to_dict(cfg))
+    ignored = ("checkpoint.resume", "checkpoint.load_from")
+    changed = sorted(
+        k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in ignored
+    )
+    if changed:
+        log.info("Config differs from the checkpoint's in: %s", ", ".join(changed[:12]))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out

@@ -1,0 +1,148 @@
+"""Which model tensors a checkpoint stores, and a cheap fingerprint of the ones it does not.
+
+Trainable parameters and all buffers change during training and are always saved. Frozen
+parameters (`requires_grad=False`: the pretrained VGGT backbone and language model, gigabytes)
+never change, so by default they are rebuilt from their source on resume instead of being copied
+into every checkpoint; `frozen_fingerprint` records enough to notice if that source changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from atlas.training.ckpt_format import MODEL, CheckpointError
+
+log = logging.getLogger(__name__)
+
+_SAMPLE = 1024  # values per frozen tensor that enter the fingerprint
+
+
+def frozen_keys(policy: nn.Module) -> set[str]:
+    """State-dict keys of parameters that do not require gradients (tied names included)."""
+    return {n for n, p in policy.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def model_state(policy: nn.Module, save_frozen: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """CPU tensors to write to model.safetensors, and what meta.json says about them."""
+    frozen = frozen_keys(policy)
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in policy.state_dict().items():
+        if key in frozen and not save_frozen:
+            continue
+        t = value.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel() > 0:
+            t = t.clone()  # safetensors refuses tensors sharing memory (tied weights)
+        seen.add(ptr)
+        out[key] = t
+    meta: dict[str, Any] = {
+        "file": "model.safetensors",
+        "tensors": len(out),
+        "frozen_saved": save_frozen,
+        "frozen": frozen_fingerprint(policy, frozen),
+    }
+    return out, meta
+
+
+def frozen_fingerprint(policy: nn.Module, keys: set[str]) -> dict[str, Any]:
+    """Names, shapes, dtypes and a strided sample of values of the frozen tensors, hashed.
+
+    Hashing gigabytes at every save would cost seconds; a sample of each tensor still tells a
+    different pretrained file (or a random init where a pretrained one was meant) apart.
+    """
+    state = policy.state_dict()
+    h = hashlib.sha256()
+    numel = 0
+    dtypes: dict[str, int] = {}
+    for key in sorted(keys):
+        t = state[key].detach()
+        numel += t.numel()
+        dtypes[str(t.dtype)] = dtypes.get(str(t.dtype), 0) + 1
+        flat = t.reshape(-1)
+        stride = max(1, flat.numel() // _SAMPLE)
+        sample = flat[::stride][:_SAMPLE].float().cpu()
+        h.update(f"{key}:{tuple(t.shape)}:".encode())
+        h.update(sample.numpy().tobytes())
+    return {"tensors": len(keys), "numel": numel, "dtypes": dtypes, "sample_sha256": h.hexdigest()}
+
+
+def check_frozen(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Frozen weights are not in the checkpoint: make sure the rebuilt ones are the same."""
+    if saved["tensors"] != now["tensors"] or saved["numel"] != now["numel"]:
+        raise CheckpointError(
+            f"{path}: the frozen part of the model changed ({saved['tensors']} tensors / "
+            f"{saved['numel']} values at save time, {now['tensors']} / {now['numel']} now)"
+        )
+    if saved["dtypes"] != now["dtypes"]:
+        log.warning(
+            "%s: frozen weights were %s, now %s: the resumed run is not bitwise the same",
+            path,
+            saved["dtypes"],
+            now["dtypes"],
+        )
+    elif saved["sample_sha256"] != now["sample_sha256"]:
+        raise CheckpointError(
+            f"{path}: the frozen (pretrained) weights differ from the ones this checkpoint was "
+            "trained with (model.vggt.checkpoint or the language encoder changed?). Point the "
+            "config at the original weights, or use checkpoint.load_from to start a new run."
+        )
+
+
+def load_resume_weights(path: Path, policy: nn.Module, info: dict[str, Any]) -> None:
+    """Restore model.safetensors of checkpoint `path` strictly (frozen keys may be absent)."""
+    state = load_file(str(path / MODEL), device="cpu")
+    frozen = frozen_keys(policy)
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: the architecture changed
+        raise CheckpointError(f"{path / MODEL} does not fit the model: {e}") from None
+    missing_trainable = [k for k in missing if k not in frozen or info["frozen_saved"]]
+    if unexpected or missing_trainable:
+        raise CheckpointError(
+            f"{path / MODEL} does not match the model (did model.* change?): missing "
+            f"{missing_trainable[:8]}, unexpected {unexpected[:8]}"
+        )
+
+
+def load_weights_only(source: Path, policy: nn.Module) -> None:
+    """Weights from `source` (see ckpt_format.weights_source) into `policy`, leniently:
+    mismatched shapes and unknown keys are skipped, trainable keys absent keep their init; every
+    such key is reported (fine-tuning, transfer learning)."""
+    skipped: list[str] = []
+    unexpected: list[str] = []
+    if source.is_dir() and (source / "dcp").is_dir():
+        from atlas.distributed.fsdp2 import load_model_weights as load_dcp
+
+        missing = load_dcp(source / "dcp", policy)
+    elif source.is_dir() and (source / "mp_rank_00_model_states.pt").is_file():
+        from atlas.distributed.deepspeed_engine import load_model_weights as load_ds
+
+        missing = load_ds(source, policy)
+    else:
+        file = source / MODEL if source.is_dir() else source
+        state = load_file(str(file), device="cpu")
+        own = policy.state_dict()
+        skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        for k in skipped:
+            del state[k]
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    frozen = frozen_keys(policy)
+    problems = (
+        ("shape mismatch, kept fresh", skipped),
+        ("not in the model, ignored", list(unexpected)),
+        ("trainable but not in the file, kept fresh", [k for k in missing if k not in frozen]),
+    )
+    for what, keys in problems:
+        if keys:
+            log.warning("load_from %s: %d tensors %s: %s", source, len(keys), what, keys[:8])
+    log.info(
+        "Loaded weights only from %s; optimizer, LR schedule and counters start fresh.", source
+    )

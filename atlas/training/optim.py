@@ -1,0 +1,126 @@
+"""Optimizer and learning-rate schedule: AdamW over the policy's parameter groups, warmup + cosine.
+
+The schedule is a pure function of the optimizer step (`lr_at`), so a resumed run, a test and a
+plot all agree on the LR of step N without replaying anything. It is applied through `LambdaLR`,
+whose multiplier is `lr_at(step, 1.0, ...)`: every group keeps its own peak (per-module LRs), and
+the scheduler's state (`last_epoch` == optimizer steps done) is checkpointable.
+
+Convention (the documents' table, and `LambdaLR`'s): the update that turns step `s` into `s + 1`
+uses `lr_at(s)`. So step 0 has LR 0, step `warmup_steps / 4` has a quarter of the peak, and from
+`warmup_steps` on the LR follows a half cosine down to `min_lr_ratio x peak` at `total_steps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from atlas.config.schema import AtlasConfig
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Learning rate after `step` optimizer steps.
+
+    Linear from 0 to `peak` over `warmup` steps, then a half cosine from `peak` down to
+    `min_ratio * peak` at `total`; constant at the floor past `total`.
+    """
+    if step < warmup:
+        return peak * step / warmup
+    if total <= warmup:  # no room for a decay phase: hold the peak
+        return peak
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak * (min_ratio + (1.0 - min_ratio) * cosine)
+
+
+def build_optimizer(
+    policy: nn.Module, cfg: AtlasConfig, world_size: int, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters only, grouped by the policy (`param_groups`).
+
+    Each group's `lr` is its peak LR already multiplied by the world-size rule (`cfg.lr_scale`);
+    `initial_lr` is set from it by the scheduler. Fused kernels on CUDA, foreach elsewhere.
+    """
+    scale = cfg.lr_scale(world_size)
+    groups = policy.param_groups(cfg.training, scale)  # type: ignore[operator]
+    if not groups or not any(p.requires_grad for g in groups for p in g["params"]):
+        raise ValueError(
+            "the policy has no trainable parameters: every module is frozen "
+            "(unfreeze one, e.g. --set model.vggt.freeze=false, or train the heads)"
+        )
+    t = cfg.training
+    kwargs: dict[str, Any] = {
+        "betas": tuple(t.betas),
+        "eps": t.adam_eps,
+        "weight_decay": t.weight_decay,
+    }
+    # Fused AdamW is the fastest CUDA path; foreach batches the per-parameter kernels elsewhere.
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    else:
+        kwargs["foreach"] = True
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate * scale, **kwargs)
+    for g in optimizer.param_groups:
+        n = sum(p.numel() for p in g["params"])
+        log.info(
+            "Optimizer group %-16s %10d params  peak lr %.3g  weight decay %g",
+            g.get("name", "?"),
+            n,
+            g["lr"],
+            g["weight_decay"],
+        )
+    return optimizer
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: AtlasConfig, total_steps: int
+) -> LambdaLR:
+    """Warmup + cosine as a `LambdaLR` multiplier on each group's peak LR.
+
+    A `functools.partial` (not a lambda) so `LambdaLR.state_dict()` stays small and loading a
+    checkpoint never overwrites the schedule's shape with the old run's values.
+    """
+    t = cfg.training
+    multiplier = functools.partial(
+        lr_at, peak=1.0, warmup=t.warmup_steps, total=total_steps, min_ratio=t.min_lr_ratio
+    )
+    return LambdaLR(optimizer, lr_lambda=multiplier)
+
+
+def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """LR of every group by its name (`lr/<name>`), for logging."""
+    return {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+
+
+def separate_shared_grads(params: Iterable[torch.Tensor]) -> int:
+    """Give each parameter its own `.grad` storage again; returns how many were copied.
+
+    When `.grad` is None, autograd adopts the incoming gradient tensor as `.grad` without a copy.
+    Two parameters that receive views of ONE tensor (a broadcast sum of two views, like the
+    policy's `history_embed[:, None] + camera_embed[None, :]`) then share storage, and every
+    later in-place update hits both: the next micro-batch's backward adds twice, clipping and
+    unscaling multiply twice. Called after each backward; sharded (DTensor) gradients and
+    gradients owned by an engine (None) are left alone.
+    """
+    seen: set[int] = set()
+    copied = 0
+    for param in params:
+        grad = param.grad
+        if grad is None or type(grad) is not torch.Tensor or grad.numel() == 0:
+            continue
+        address = grad.data_ptr()
+        if address in seen:
+            param.grad = grad.clone()
+            copied += 1
+        else:
+            seen.add(address)
+    return copied

@@ -1,0 +1,313 @@
+"""The training loop: `run_training(cfg)` from one process or from every torchrun worker.
+
+    run_training
+      init_distributed -> setup_logging -> banner
+      Trainer.__init__   data (rank 0 first), policy (seeded, identical on all ranks),
+                         precision, strategy (training.strategy: ddp | fsdp2 | deepspeed wraps
+                         the policy), AdamW + warmup/cosine, checkpoint manager, resume, tracker
+      Trainer.fit        for each epoch: sampler.set_epoch(epoch, start_batch) -> windows of
+                         `gradient_accumulation_steps` micro-batches -> train_step -> after_step
+                         (log | validate + best/ | checkpoint | preemption), then final/ + summary
+      teardown_distributed (also on errors)
+
+Counting: `step` is the number of optimizer steps done. An epoch has `micro_per_epoch` per-rank
+micro-batches; they are cut into windows of `gradient_accumulation_steps`, and the last window of
+an epoch may be shorter: it still makes an optimizer step, and its loss is divided by its ACTUAL
+length (so every step's gradient is a mean over the samples it saw, never shrunk by a missing
+micro-batch). `cfg.total_steps` counts that partial window too.
+
+Determinism: the model is built right after seeding with `training.seed` (the same on every rank;
+DDP also broadcasts rank 0's weights), then each rank reseeds with `seed + rank` so dropout masks
+differ across ranks. Creating a DataLoader iterator draws a seed from the global torch RNG; it is
+done inside `fork_rng` so the training RNG stream does not depend on when iterators are created
+(a resumed run creates one mid-epoch), and validation runs inside `fork_rng` too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atlas.config.loader import save_config
+from atlas.config.schema import AtlasConfig
+from atlas.distributed.env import DistInfo, all_reduce_mean, init_distributed, teardown_distributed
+from atlas.distributed.strategy import build_strategy
+from atlas.eval.offline import evaluate_policy
+from atlas.logs import setup_logging
+from atlas.training.build import build_model, build_training_data, log_banner, seed_everything
+from atlas.training.checkpoint import CheckpointManager
+from atlas.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    current_lrs,
+    separate_shared_grads,
+)
+from atlas.training.precision import resolve_precision
+from atlas.training.preemption import PreemptionHandler
+from atlas.training.state import RNGState, TrainProgress
+from atlas.training.tracking import RunTracker, StepMeter, check_wandb
+
+log = logging.getLogger(__name__)
+
+
+def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train `cfg` in this process (a world of one, or one torchrun worker); returns the summary.
+
+    The process group is destroyed on every exit path. An exception propagates (non-zero exit):
+    torchrun then stops the other workers, see atlas/distributed/ddp.py for why nobody hangs.
+    """
+    info = init_distributed(cfg.training.dist_timeout_minutes)
+    try:
+        setup_logging(info.rank, cfg.checkpoint.save_dir)
+        log_banner(info)
+        trainer = Trainer(cfg, info, progress=progress)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
+    except BaseException:
+        log.exception("Training stopped by an error on rank %d", info.rank)
+        raise
+    finally:
+        teardown_distributed()
+
+
+class Trainer:
+    """Everything one training run holds; `fit()` runs it to the end (or to a preemption)."""
+
+    def __init__(self, cfg: AtlasConfig, info: DistInfo, *, progress: bool = True) -> None:
+        self.created = time.perf_counter()
+        t = cfg.training
+        self.cfg, self.info, self.device = cfg, info, info.device
+        self.run_dir = Path(cfg.checkpoint.save_dir)
+        check_wandb(cfg)
+        if t.cpu_threads is not None:
+            torch.set_num_threads(t.cpu_threads)
+        seed_everything(t.seed)
+        self.data = build_training_data(cfg, info)
+        self.policy = build_model(cfg, self.data.normalizer, self.device)
+        self.policy.cache_instructions(self.data.train_set.tasks)
+        self.precision = resolve_precision(t.mixed_precision, self.device)
+        self.strategy = build_strategy(cfg, info, self.precision.name)
+        self.ckpt = CheckpointManager(cfg, info, self.strategy)
+        resume = self.ckpt.resolve_resume()
+        if cfg.checkpoint.load_from and resume is None:
+            self.ckpt.load_weights(cfg.checkpoint.load_from, self.policy)
+        if t.compile:
+            self.policy.compile()  # in place: state_dict keys and methods stay the policy's
+        self.micro_per_epoch = len(self.data.train_loader)
+        self.total_steps = cfg.total_steps(self.micro_per_epoch)
+        self._build_optimization()
+        self.progress = TrainProgress()
+        self.objects = {
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "progress": self.progress,
+            "sampler": self.data.sampler,
+            "rng": RNGState(),
+        }
+        seed_everything(t.seed + info.rank)  # per-rank streams (dropout); a resume restores them
+        if resume is not None:
+            self.ckpt.load(resume, self.policy, self.objects)
+        if info.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.tracker = RunTracker(
+            cfg, info, total_steps=self.total_steps, start_step=self.progress.step,
+            progress=progress,
+        )  # fmt: skip
+        self.meter = StepMeter(self.device)
+        self.preemption = PreemptionHandler()
+        self.last_val: dict[str, Any] | None = None
+        self._last_val_step = -1
+        log.info(
+            "Run: %d optimizer steps (%d micro-batches/epoch/rank, accumulation %d), effective "
+            "batch %d, precision %s, run dir %s",
+            self.total_steps, self.micro_per_epoch, t.gradient_accumulation_steps,
+            cfg.effective_batch_size(info.world_size), self.precision.name, self.run_dir,
+        )  # fmt: skip
+
+    def _build_optimization(self) -> None:
+        """Wrap (DDP / FSDP2 / DeepSpeed), then AdamW, the warmup/cosine schedule, the scaler."""
+        cfg = self.cfg
+        self.model = self.strategy.wrap(self.policy)  # FSDP2 shards the policy's parameters here
+        self.optimizer = build_optimizer(self.policy, cfg, self.info.world_size, self.device)
+        self.model = self.strategy.prepare(self.model, self.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
+        self.scaler = self.strategy.build_scaler(self.precision.needs_scaler)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `total_steps` (or until preempted); returns the summary."""
+        start, start_step = time.perf_counter(), self.progress.step
+        start_samples, setup_s = self.progress.samples_seen, start - self.created
+        self.model.train()
+        stopped = False
+        with self.tracker.console():
+            while self.progress.step < self.total_steps and not stopped:
+                stopped = self._run_epoch()
+        if not stopped:
+            self.ckpt.maybe_save(
+                self.progress, self.policy, self.objects, force=True, reason="final"
+            )
+            self.ckpt.export(self.policy, "final")
+        elapsed = time.perf_counter() - start
+        summary = self._summary(elapsed, setup_s, start_step, start_samples, stopped)
+        self.tracker.finish(summary)
+        return summary
+
+    def _run_epoch(self) -> bool:
+        """Windows of micro-batches until the epoch (or the run) ends; True when preempted."""
+        p, accum = self.progress, self.cfg.training.gradient_accumulation_steps
+        self.data.sampler.set_epoch(p.epoch, p.batch_in_epoch, self.cfg.data.batch_size)
+        with torch.random.fork_rng(devices=[]):  # iter() draws a worker seed from the global RNG
+            batches = iter(self.data.train_loader)
+        epoch = p.epoch  # _after_step moves p.epoch on after the epoch's last window
+        while p.epoch == epoch and p.step < self.total_steps:
+            n = min(accum, self.micro_per_epoch - p.batch_in_epoch)
+            samples = self.train_step(batches, n)
+            if self._after_step(n, samples):
+                return True
+        return False
+
+    def train_step(self, batches: Iterator[dict[str, Any]], n: int) -> int:
+        """One optimizer step over the next `n` micro-batches; returns the samples (this rank).
+
+        zero_grad -> n x (forward, backward of loss / n; DDP syncs only on the last) ->
+        unscale + clip -> step -> schedule. The strategy (DDP, FSDP2, DeepSpeed) carries out
+        each stage; the arithmetic is the same for all.
+        """
+        strategy = self.strategy
+        strategy.zero_grad(self.model, self.optimizer)
+        samples = 0
+        for i in range(n):
+            batch = self.meter.timed_next(batches)
+            with strategy.micro_batch(self.model, last=i == n - 1):
+                with self.precision.autocast():
+                    loss, metrics = self.model(batch)
+                strategy.backward(self.model, loss / n, self.scaler)
+            separate_shared_grads(self.trainable)  # before anything updates .grad in place
+            self.meter.add_micro(metrics)
+            samples += batch["actions"].shape[0]
+        lrs = current_lrs(self.optimizer)  # the LRs this update uses (set by the last schedule)
+        # unscale (fp16) -> clip to max_grad_norm (None: measure only) -> step; pre-clip norm
+        max_norm = self.cfg.training.max_grad_norm
+        grad_norm = strategy.optimizer_step(
+            self.model, self.optimizer, self.scaler, self.trainable, max_norm
+        )
+        self.scheduler.step()
+        self.meter.add_step(grad_norm, lrs, samples)
+        return samples
+
+    def _after_step(self, n: int, samples: int) -> bool:
+        """Counters, then the periodic work of this step; True when the run must stop now."""
+        p, t = self.progress, self.cfg.training
+        epoch = p.epoch  # the epoch the step trained on (for the records)
+        p.step += 1
+        p.batch_in_epoch += n
+        p.samples_seen += samples * self.info.world_size  # ranks consume equal batch sizes
+        epoch_end = p.batch_in_epoch >= self.micro_per_epoch
+        if epoch_end:
+            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        self.tracker.advance()
+        if p.step % t.log_interval == 0:
+            self._log(epoch)
+        with self.meter.paused():
+            if p.step % t.val_interval == 0 or epoch_end or p.step == self.total_steps:
+                self.validate(epoch)
+            self.ckpt.maybe_save(p, self.policy, self.objects, reason="interval")
+            if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
+                self.ckpt.maybe_save(p, self.policy, self.objects, reason="epoch_end")
+        if self.preemption.should_stop(self.info):  # all ranks agree on the same step
+            self.ckpt.maybe_save(p, self.policy, self.objects, force=True, reason="preemption")
+            log.warning("Preempted at step %d: checkpoint saved; resume with --resume auto", p.step)
+            return True
+        return False
+
+    # -- periodic work ------------------------------------------------------------------------
+
+    def _log(self, epoch: int) -> None:
+        """Mean metrics of the window since the last log, averaged across ranks."""
+        local = self.meter.summarize()
+        peak = local.pop("peak_mem_gib", None)  # this rank's (CUDA only), not a mean
+        metrics = all_reduce_mean(local, self.device)
+        metrics["samples_per_s"] *= self.info.world_size  # mean per rank -> whole job
+        if peak is not None:
+            metrics["peak_mem_gib"] = peak
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(
+                f"the training loss is {metrics['loss']} at step {self.progress.step}: lower "
+                "training.learning_rate, raise warmup_steps, or try mixed_precision=fp32"
+            )
+        self.tracker.log_train(self.progress.step, epoch, metrics)
+
+    def validate(self, epoch: int) -> dict[str, Any] | None:
+        """Validation metrics on every rank's shard; exports best/ when the loss improves."""
+        p = self.progress
+        if self.data.val_loader is None or self._last_val_step == p.step:
+            return self.last_val
+        # fork_rng: validation leaves the training RNG untouched; gathered: FSDP2 gathers its
+        # shards once, since ranks may hold different numbers of validation batches.
+        with torch.random.fork_rng(devices=[]), self.strategy.gathered(self.model):
+            result = evaluate_policy(
+                self.policy, self.data.val_loader, self.data.normalizer, self.device,
+                self.precision, task_names=self.data.train_set.tasks,
+            )  # fmt: skip
+        self.last_val, self._last_val_step = result, p.step
+        self.tracker.log_val(p.step, epoch, result)
+        if result["loss"] < p.best_val_loss:  # the same reduced value on every rank
+            p.best_val_loss, p.best_step = result["loss"], p.step
+            self.ckpt.export(self.policy, "best")
+        return result
+
+    def _summary(
+        self, elapsed: float, setup_s: float, start_step: int, start_samples: int, stopped: bool
+    ) -> dict[str, Any]:
+        """This launch's numbers (a resumed run counts its own time and throughput)."""
+        p, val = self.progress, self.last_val or {}
+        steps, samples = p.step - start_step, p.samples_seen - start_samples
+        summary = {
+            "status": "preempted" if stopped else "completed",
+            "total_time_s": round(setup_s + elapsed, 2),
+            "setup_time_s": round(setup_s, 2),
+            "train_time_s": round(elapsed, 2),
+            "optimizer_steps": p.step,
+            "epochs_completed": p.epoch,
+            "samples_seen": p.samples_seen,
+            "best_val_loss": p.best_val_loss if math.isfinite(p.best_val_loss) else None,
+            "best_step": p.best_step if p.best_step >= 0 else None,
+            "final_val_loss": val.get("loss"),
+            "mean_action_val_loss": val.get("mean_action_loss"),
+            "throughput_samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else None,
+            "throughput_steps_per_s": round(steps / elapsed, 3) if elapsed > 0 else None,
+            "world_size": self.info.world_size,
+            "effective_batch_size": self.cfg.effective_batch_size(self.info.world_size),
+            "run_dir": str(self.run_dir),
+        }
+        log.info("Training summary:\n%s", format_summary(summary))
+        return summary
+
+    def close(self) -> None:
+        """Release signal handlers and the tracker's files (every exit path)."""
+        self.preemption.uninstall()
+        self.tracker.close()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as aligned `key: value` lines, with the mean-action comparison spelled out."""
+    lines = [f"  {k}: {v}" for k, v in summary.items()]
+    final, base = summary.get("final_val_loss"), summary.get("mean_action_val_loss")
+    if final is not None and base:
+        lines.append(
+            f"  final val loss {final:.4f} vs {base:.4f} for always predicting the mean training "
+            f"action ({100 * final / base:.1f}%)"
+        )
+    return "\n".join(lines)

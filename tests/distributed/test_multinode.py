@@ -1,0 +1,36 @@
+"""Multi-node torchrun on one machine: two agents (`--nnodes 2`, one process each) meet through
+the c10d rendezvous on 127.0.0.1, train the FSDP2 toy, and end bitwise where the single-node
+2-process run of the same job ends (the same world size, the same collectives)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+from _launch import ROOT, TOY, child_env, free_port, torchrun_cmd
+from conftest import FSDP2_ARGS, STEPS
+
+
+def test_two_nodes_on_one_machine(tmp_path: Path, fsdp2_runs: Path) -> None:
+    port = free_port()
+    args = [str(TOY), "--strategy", "fsdp2", "--steps", str(STEPS), *FSDP2_ARGS,
+            "--run-dir", str(tmp_path)]  # fmt: skip
+    agents = [
+        subprocess.Popen(
+            torchrun_cmd(args, nproc=1, nodes=(node, 2), port=port),
+            cwd=ROOT,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for node in (0, 1)
+    ]
+    outputs = [a.communicate(timeout=300)[0] for a in agents]
+    for node, (agent, out) in enumerate(zip(agents, outputs)):
+        assert agent.returncode == 0, f"node {node} exited {agent.returncode}:\n{out[-3000:]}"
+    two_nodes = torch.load(tmp_path / "final.pt", weights_only=True)
+    one_node = torch.load(fsdp2_runs / "ref" / "final.pt", weights_only=True)
+    assert sorted(two_nodes) == sorted(one_node)
+    assert all(two_nodes[k].equal(one_node[k]) for k in one_node)

@@ -1,0 +1,250 @@
+"""CheckpointManager on a toy model: layout, safe loading, retention, corruption, batch changes.
+
+Independent of the real trainer (see _ckpt_toy.py); the trainer-level kill/resume tests are in
+test_resume_trainer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from _ckpt_toy import ToyModel, build, same_weights, toy_config, train
+from safetensors.torch import load_file
+
+from atlas.distributed.env import DistInfo
+from atlas.training import ckpt_format as fmt
+from atlas.training.checkpoint import CheckpointError, CheckpointManager
+from atlas.training.ckpt_cli import add_ckpt_subcommands
+from atlas.training.state import TrainProgress
+
+
+def _names(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.startswith("iter_"))
+
+
+def test_layout_and_safe_loading(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(toy_config(run), total=4)
+    ckpt = run / "iter_00000004"
+    assert (run / fmt.LAST).read_text().strip() == str(ckpt.resolve())
+    expected = {
+        "model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "sampler.pt",
+        "rng.pt",
+        "progress.pt",
+        "meta.json",
+        "config.yaml",
+        "COMPLETE.json",
+    }
+    assert {p.name for p in ckpt.iterdir()} == expected
+    # Frozen backbone left out, trainable head + buffers in.
+    keys = set(load_file(str(ckpt / "model.safetensors")))
+    assert "calls" in keys and "head.0.weight" in keys and "backbone.weight" not in keys
+    for f in ckpt.glob("*.pt"):  # no arbitrary pickle anywhere
+        torch.load(f, weights_only=True)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["batch"] == {"per_device": 4, "world_size": 1, "grad_accum": 2, "effective": 8}
+    assert meta["progress"]["step"] == 4 and meta["per_rank"] == ["rng"]
+    marker = json.loads((ckpt / fmt.MARKER).read_text())
+    assert set(marker["files"]) == expected - {"COMPLETE.json"}
+
+
+def test_resume_is_bitwise_exact_in_process(tmp_path: Path) -> None:
+    reference, _ = train(toy_config(tmp_path / "a"), total=12)
+    train(toy_config(tmp_path / "b"), total=12, stop_at=7)  # last checkpoint: step 6
+    resumed, progress = train(toy_config(tmp_path / "b"), total=12, workers=2)
+    assert progress.step == 12
+    assert same_weights(reference, resumed)
+
+
+def test_retention_keeps_newest_best_and_last(tmp_path: Path) -> None:
+    cfg = toy_config(tmp_path, save_interval=1, max_keep_ckpts=2)
+    manager = CheckpointManager(cfg, DistInfo())
+    model, objects = build(cfg, DistInfo(), total=10)
+    progress = TrainProgress(best_step=2, best_val_loss=0.5)
+    for step in range(1, 7):
+        progress.step = step
+        manager.maybe_save(progress, model, objects)
+    assert _names(tmp_path) == ["iter_00000002", "iter_00000005", "iter_00000006"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_save_is_due_on_interval_epoch_end_and_force(tmp_path: Path) -> None:
+    cfg = toy_config(tmp_path, save_interval=3, save_on_epoch_end=False)
+    manager = CheckpointManager(cfg, DistInfo())
+    model, objects = build(cfg, DistInfo(), total=10)
+    p = TrainProgress(step=2)
+    assert manager.maybe_save(p, model, objects) is None
+    assert manager.maybe_save(p, model, objects, reason="epoch_end") is None
+    assert manager.maybe_save(p, model, objects, force=True, reason="preemption") is not None
+    p.step = 3
+    path = manager.maybe_save(p, model, objects)
+    assert path == tmp_path / "iter_00000003"
+    cfg.checkpoint.save_on_epoch_end = True
+    p.step = 4
+    assert manager.maybe_save(p, model, objects, reason="epoch_end") is not None
+
+
+def test_corrupt_checkpoint_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    train(toy_config(tmp_path, max_keep_ckpts=3), total=6)
+    newest = tmp_path / "iter_00000006" / "optimizer.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different content: only the checksum sees it
+    newest.write_bytes(bytes(data))
+    manager = CheckpointManager(toy_config(tmp_path), DistInfo())
+    with caplog.at_level(logging.INFO):
+        assert manager.resolve_resume() == tmp_path / "iter_00000004"
+    assert "optimizer.pt: sha256 mismatch" in caplog.text and "falling back" in caplog.text
+    assert f"Auto resumed from the latest checkpoint {tmp_path / 'iter_00000004'}." in caplog.text
+    # Truncated file: caught by size; an explicit PATH is never silently replaced.
+    model = tmp_path / "iter_00000004" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:-10])
+    explicit = CheckpointManager(toy_config(tmp_path, resume=str(model.parent)), DistInfo())
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        explicit.resolve_resume()
+    assert manager.resolve_resume() == tmp_path / "iter_00000002"
+
+
+def test_auto_without_checkpoint_starts_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        assert CheckpointManager(toy_config(tmp_path), DistInfo()).resolve_resume() is None
+    assert "starting from scratch" in caplog.text
+
+
+def test_resume_from_run_dir_and_stale_leftovers(tmp_path: Path) -> None:
+    train(toy_config(tmp_path), total=4)
+    (tmp_path / ".tmp-iter_00000006-999").mkdir()  # a save killed half-way
+    cfg = toy_config(tmp_path / "elsewhere", resume=str(tmp_path))
+    assert CheckpointManager(cfg, DistInfo()).resolve_resume() == tmp_path / "iter_00000004"
+    CheckpointManager(toy_config(tmp_path), DistInfo()).resolve_resume()
+    assert not (tmp_path / ".tmp-iter_00000006-999").exists()
+
+
+def test_load_weights_only(tmp_path: Path) -> None:
+    trained, _ = train(toy_config(tmp_path / "a"), total=4)
+    manager = CheckpointManager(toy_config(tmp_path / "a"), DistInfo())
+    manager.export(trained, "final")
+    for source in ("a/iter_00000004", "a/final", "a"):
+        cfg = toy_config(
+            tmp_path / source.replace("/", "_"), resume=None, load_from=str(tmp_path / source)
+        )
+        model, progress = train(cfg, total=0)  # total=0: load, do not train
+        assert same_weights(model, trained) and progress.step == 0
+
+
+def test_refuses_changed_effective_batch(tmp_path: Path) -> None:
+    train(toy_config(tmp_path), total=4)
+    cfg = toy_config(tmp_path)
+    cfg.data.batch_size = 8  # 8 x 1 x 2 = 16 instead of 8
+    with pytest.raises(CheckpointError) as err:
+        train(cfg, total=6)
+    text = str(err.value)
+    for part in (
+        "4 per device x 1 process(es) x 2 accumulation = 8",
+        "8 per device x 1 process(es) x 2 accumulation = 16",
+        "checkpoint.allow_batch_change: true",
+        "step 4 becomes 2",
+        "schedule",
+    ):
+        assert part in text
+    cfg.checkpoint.allow_batch_change = True
+    model, objects = build(cfg, DistInfo(), total=6)
+    progress = TrainProgress()
+    manager = CheckpointManager(cfg, DistInfo())
+    manager.load(tmp_path / "iter_00000004", model, {**objects, "progress": progress})
+    assert progress.step == 32 // 16 and progress.samples_seen == 32
+    assert objects["scheduler"].last_epoch == 2
+
+
+def test_equal_effective_batch_resumes_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(toy_config(tmp_path), total=3, stop_at=3)  # no save at 3: resume from step 2
+    cfg = toy_config(tmp_path)
+    cfg.data.batch_size, cfg.training.gradient_accumulation_steps = 2, 4  # still 8
+    with caplog.at_level(logging.WARNING):
+        _, progress = train(cfg, total=4)
+    assert progress.step == 4 and not caplog.records
+
+
+def test_changed_frozen_weights_are_refused(tmp_path: Path) -> None:
+    train(toy_config(tmp_path), total=2)
+    model = ToyModel()
+    with torch.no_grad():
+        model.backbone.weight.add_(1.0)  # "a different pretrained file"
+    manager = CheckpointManager(toy_config(tmp_path), DistInfo())
+    with pytest.raises(CheckpointError, match="frozen"):
+        manager.load(tmp_path / "iter_00000002", model, {})
+
+
+def test_inspect_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train(toy_config(tmp_path), total=4)
+    parser = argparse.ArgumentParser()
+    add_ckpt_subcommands(parser)
+    args = parser.parse_args(["inspect", str(tmp_path)])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    for part in (
+        "step         4",
+        "4 per device x 1 process(es) x 2 accumulation = 8",
+        "world size   1",
+        "model.safetensors",
+        "status       complete",
+    ):
+        assert part in out
+    args = parser.parse_args(["inspect", str(tmp_path / "iter_00000004"), "--json"])
+    assert args.handler(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] == 4 and info["effective_batch"]["effective"] == 8
+    (tmp_path / "iter_00000004" / "rng.pt").write_bytes(b"x")
+    assert args.handler(args) == 1
+
+
+class _ShardedStrategy:
+    """Stands in for FSDP2 / DeepSpeed: writes model + optimizer in its own format."""
+
+    name = "fake_sharded"
+    owns_model_state = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def save_state(self, directory: Path, model: torch.nn.Module) -> None:
+        state = {"model": model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        torch.save(state, directory / "shards.pt")
+
+    def load_state(self, directory: Path, model: torch.nn.Module) -> None:
+        state = torch.load(directory / "shards.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def export_state_dict(self, model: torch.nn.Module) -> None:
+        return None
+
+
+def test_sharded_strategy_owns_model_and_optimizer(tmp_path: Path) -> None:
+    cfg = toy_config(tmp_path)
+    trained, objects = build(cfg, DistInfo(), total=4)
+    progress = TrainProgress(step=2)
+    manager = CheckpointManager(cfg, DistInfo(), _ShardedStrategy(objects["optimizer"]))
+    path = manager.save(progress, trained, objects, reason="final")
+    names = {p.name for p in path.iterdir()}
+    assert "shards.pt" in names and not {"model.safetensors", "optimizer.pt"} & names
+    assert "shards.pt" in json.loads((path / fmt.MARKER).read_text())["files"]
+    model, fresh = build(cfg, DistInfo(), total=4)
+    with torch.no_grad():
+        model.head[0].weight.add_(1.0)
+    restored = CheckpointManager(cfg, DistInfo(), _ShardedStrategy(fresh["optimizer"]))
+    restored.load(path, model, fresh)
+    assert same_weights(model, trained)
+    with pytest.raises(CheckpointError, match="fake_sharded"):  # saved sharded, loaded plain
+        CheckpointManager(cfg, DistInfo()).load(path, model, fresh)
