@@ -134,6 +134,15 @@ class RunTracker:
             metrics["gripper_accuracy"],
         )
 
+    def log_rollout(self, step: int, epoch: int, suite: dict[str, Any] | None) -> None:
+        """An in-training rollout record: `rollout_success_rate`, trials and episode length."""
+        if not self.enabled or not suite:
+            return
+        record: dict[str, Any] = {"split": "rollout", "step": step, "epoch": epoch}
+        for key in ("success_rate", "successes", "trials", "mean_steps"):
+            record[f"rollout_{key}"] = suite[key]
+        self._write(record, prefix="rollout")
+
     def log_scalar(self, key: str, value: float, step: int) -> None:
         """One extra scalar (e.g. the mean-action baseline) to TensorBoard and W&B."""
         if self._tb is not None:

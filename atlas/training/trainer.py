@@ -50,6 +50,7 @@ from atlas.training.optim import (
 )
 from atlas.training.precision import resolve_precision
 from atlas.training.preemption import PreemptionHandler
+from atlas.training.rollouts import TrainingRollouts
 from atlas.training.state import RNGState, TrainProgress
 from atlas.training.tracking import RunTracker, StepMeter, check_wandb
 
@@ -123,6 +124,7 @@ class Trainer:
             progress=progress,
         )  # fmt: skip
         self.meter = StepMeter(self.device)
+        self.rollouts = TrainingRollouts(cfg, info)
         self.preemption = PreemptionHandler()
         self.last_val: dict[str, Any] | None = None
         self._last_val_step = -1
@@ -223,6 +225,9 @@ class Trainer:
         with self.meter.paused():
             if p.step % t.val_interval == 0 or epoch_end or p.step == self.total_steps:
                 self.validate(epoch)
+            if self.rollouts.due(p.step):
+                result = self.rollouts.run(p.step, self.policy, self.strategy.gathered(self.model))
+                self.tracker.log_rollout(p.step, epoch, result)
             self.ckpt.maybe_save(p, self.policy, self.objects, reason="interval")
             if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
                 self.ckpt.maybe_save(p, self.policy, self.objects, reason="epoch_end")
