@@ -36,6 +36,8 @@ def torchrun_cmd(args: list[str], nproc: int = 2, nodes: tuple[int, int] | None 
         cmd += [
             f"--nnodes={count}", f"--node_rank={node}", "--rdzv_backend=c10d",
             f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=atlas-test",
+            # Advertise loopback, not whatever the hostname resolves to in a sandbox.
+            "--local-addr=127.0.0.1",
         ]  # fmt: skip
     return [*cmd, *args]
 
