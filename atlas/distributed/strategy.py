@@ -136,11 +136,11 @@ class Strategy:
 
         A collective: every rank calls it with the same `directory` (on a shared file system).
         """
-        raise NotImplementedError(f"{self.name}: the checkpoint manager saves the model state")
+        raise RuntimeError(f"{self.name} does not own the model state: the manager saves it")
 
     def load_state(self, directory: Path, model: nn.Module) -> None:
         """Restore what `save_state` wrote (only if `owns_model_state`); every rank calls it."""
-        raise NotImplementedError(f"{self.name}: the checkpoint manager loads the model state")
+        raise RuntimeError(f"{self.name} does not own the model state: the manager loads it")
 
     def _prepared_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer is None:
