@@ -11,7 +11,8 @@ Wrapping (torchtitan's `parallelize` recipe, applied from outside the model code
 FSDP gathers a module's shards in its forward pre-hook, so only modules that are CALLED can be
 units. Blocks always are; the top-level modules are not (the policy reaches VGGT through
 `vggt.aggregator`, never `vggt(...)`), so everything outside the blocks belongs to the root,
-whose forward (`policy(batch)`, and `predict_chunk`, registered below) starts every pass.
+whose forward (`policy(batch)`; `predict_chunk` and `evaluate_batch`, registered below)
+starts every pass.
 
 Frozen parameters are NOT sharded (`ignored_params`): they stay replicated as under DDP. The
 frozen language encoder runs only on a per-rank cache miss, and a sharded module whose forward
@@ -67,7 +68,7 @@ DCP_DIR = "dcp"  # sub-directory of an iter_N checkpoint holding the DCP shards
 DCP_MARKER = ".metadata"  # written by DCP after every shard: the DCP part is complete
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Methods the trainer / evaluator call besides forward that run sharded submodules.
-_FORWARD_METHODS = ("predict_chunk",)
+_FORWARD_METHODS = ("predict_chunk", "evaluate_batch")
 
 
 def mixed_precision(precision: str) -> MixedPrecisionPolicy:

@@ -96,8 +96,7 @@ def evaluate_policy(
         for batch in loader:
             batch = to_device(batch, device)
             with autocast():
-                loss, metrics = policy(batch)
-                pred = policy.predict_chunk(batch)
+                loss, metrics, pred = policy.evaluate_batch(batch)  # one forward pass
             _accumulate(sums, batch, {**metrics, "loss": loss}, pred, normalizer, baseline)
             if per_task_loss:
                 _accumulate_task_loss(sums, policy, batch, autocast)

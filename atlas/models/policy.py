@@ -131,15 +131,24 @@ class AtlasVLAPolicy(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """Batch (see docs/CONTRACTS.md) -> (loss, {"loss", "loss_pose", "loss_gripper"})."""
-        raw = self._raw_actions(batch)
-        device = raw.device
-        mask = batch.get("action_mask")
-        mask = None if mask is None else mask.to(device, non_blocking=True)
-        return self.loss_fn(raw, batch["actions"].to(device, non_blocking=True), mask)
+        return self._loss(self._raw_actions(batch), batch)
 
     def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
         """Batch (images, instruction, optional proprio) -> NORMALIZED actions [B, Hc, 7]."""
+        return self._prediction(self._raw_actions(batch))
+
+    def evaluate_batch(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """(loss, metrics, NORMALIZED prediction [B, Hc, 7]) from one pass (validation)."""
         raw = self._raw_actions(batch)
+        loss, metrics = self._loss(raw, batch)
+        return loss, metrics, self._prediction(raw)
+
+    def _loss(self, raw: Tensor, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        mask = batch.get("action_mask")
+        mask = None if mask is None else mask.to(raw.device, non_blocking=True)
+        return self.loss_fn(raw, batch["actions"].to(raw.device, non_blocking=True), mask)
+
+    def _prediction(self, raw: Tensor) -> Tensor:
         gripper = gripper_prediction(raw[..., 6:], self.config.training.loss.gripper_loss)
         return torch.cat([raw[..., :6], gripper], dim=-1)
 

@@ -51,6 +51,9 @@ class FakePolicy(nn.Module):
         pred[flip, :, 6] = -pred[flip, :, 6]
         return torch.where(batch["action_mask"][..., None], pred, torch.full_like(pred, 99.0))
 
+    def evaluate_batch(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        return (*self(batch), self.predict_chunk(batch))
+
 
 def _batch(tasks: list[int]) -> dict[str, Any]:
     b = len(tasks)
