@@ -100,10 +100,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's files or settings, reported without a traceback."""
+    from atlas.checkpoint.layout import CheckpointError
     from atlas.config import ConfigError
     from atlas.data.errors import DataError
     from atlas.models.vggt.loading import CheckpointError as WeightsError
-    from atlas.training.ckpt_format import CheckpointError
 
     return (ConfigError, DataError, CheckpointError, WeightsError, FileNotFoundError)
 
@@ -141,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_rollout_args(p)
     p.set_defaults(handler=_lazy("atlas.eval.rollout_cli", "run_rollout_command"))
 
+    from atlas.checkpoint.cli import add_ckpt_subcommands
     from atlas.data.cli import add_data_subcommands
     from atlas.models.cli import add_model_subcommands
-    from atlas.training.ckpt_cli import add_ckpt_subcommands
 
     add_data_subcommands(sub.add_parser("data", help="LIBERO datasets: stats, synth, inspect"))
     add_model_subcommands(sub.add_parser("model", help="model summary (parameter counts)"))

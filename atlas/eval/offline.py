@@ -304,11 +304,11 @@ def load_policy_for_eval(path: Path) -> Any:
     if (path / "config.json").is_file():
         return AtlasVLAPolicy.from_pretrained(path)
     if (path / "config.yaml").is_file():
+        from atlas.checkpoint.manager import CheckpointManager
         from atlas.config.loader import load_config
         from atlas.distributed.env import DistInfo
         from atlas.models.policy import build_policy
         from atlas.training.build import seed_everything
-        from atlas.training.checkpoint import CheckpointManager
 
         cfg = load_config(path / "config.yaml")
         _, _, normalizer = _datasets(cfg)  # the run's statistics, as the trainer built them

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo, all_reduce_mean, init_distributed, teardown_distributed
@@ -41,7 +43,6 @@ from atlas.distributed.strategy import build_strategy
 from atlas.eval.offline import evaluate_policy
 from atlas.logs import setup_logging
 from atlas.training.build import build_model, build_training_data, log_banner, seed_everything
-from atlas.training.checkpoint import CheckpointManager
 from atlas.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -51,7 +52,6 @@ from atlas.training.optim import (
 from atlas.training.precision import resolve_precision
 from atlas.training.preemption import PreemptionHandler
 from atlas.training.rollouts import TrainingRollouts
-from atlas.training.state import RNGState, TrainProgress
 from atlas.training.tracking import RunTracker, StepMeter, check_wandb
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
+from atlas.checkpoint.manager import CheckpointManager
 from atlas.distributed.env import init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
 from atlas.models.policy import build_policy
 from atlas.models.testing import tiny_config
-from atlas.training.checkpoint import CheckpointManager
 
 
 def export(out: Path, name: str) -> None:

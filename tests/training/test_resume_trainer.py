@@ -185,9 +185,9 @@ def _chain(tmp_path: Path, data: Path, plan: list[tuple[str, int, int]], total: 
 
 
 def _resolve(config: Path) -> Path | None:
+    from atlas.checkpoint.manager import CheckpointManager
     from atlas.config.loader import load_config
     from atlas.distributed.env import DistInfo
-    from atlas.training.checkpoint import CheckpointManager
 
     return CheckpointManager(load_config(config), DistInfo()).resolve_resume()
 

@@ -23,7 +23,7 @@ checked against a fingerprint in meta.json, so a changed backbone fails loudly. 
 strategy (`Strategy.owns_model_state`: FSDP2, DeepSpeed) writes the model and optimizer in its
 own format into the same directory instead of model.safetensors and optimizer.pt.
 
-Writes are atomic (`ckpt_format`): a temporary sibling directory, COMPLETE.json last, a rename,
+Writes are atomic (`layout`): a temporary sibling directory, COMPLETE.json last, a rename,
 then `last_checkpoint` (temp + rename), then retention (`max_keep_ckpts` newest iter_N; the
 checkpoint of the best validation step and the one `last_checkpoint` names are never pruned).
 Every rank calls every public method (they contain collectives); rank 0 writes the shared files.
@@ -46,14 +46,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from atlas.config.loader import save_config
-from atlas.config.schema import AtlasConfig
-from atlas.distributed.ddp import unwrap
-from atlas.distributed.env import DistInfo, all_gather_object, barrier, broadcast_object
-from atlas.training import ckpt_format as fmt
-from atlas.training.ckpt_compat import BatchSplit, check_batch, log_config_changes, rebase_progress
-from atlas.training.ckpt_format import CheckpointError, CorruptCheckpointError
-from atlas.training.ckpt_weights import (
+from atlas.checkpoint import layout
+from atlas.checkpoint.compat import BatchSplit, check_batch, log_config_changes, rebase_progress
+from atlas.checkpoint.layout import CheckpointError, CorruptCheckpointError
+from atlas.checkpoint.state import Stateful, TrainProgress
+from atlas.checkpoint.weights import (
     check_frozen,
     frozen_fingerprint,
     frozen_keys,
@@ -61,7 +58,10 @@ from atlas.training.ckpt_weights import (
     load_weights_only,
     model_state,
 )
-from atlas.training.state import Stateful, TrainProgress
+from atlas.config.loader import save_config
+from atlas.config.schema import AtlasConfig
+from atlas.distributed.ddp import unwrap
+from atlas.distributed.env import DistInfo, all_gather_object, barrier, broadcast_object
 
 if TYPE_CHECKING:
     from atlas.distributed.strategy import Strategy
@@ -108,9 +108,9 @@ class CheckpointManager:
         return path
 
     def _resolve(self, spec: str) -> Path | None:
-        fmt.cleanup_stale(self.save_dir)
+        layout.cleanup_stale(self.save_dir)
         if spec == "auto":
-            path = fmt.newest_complete(self.save_dir)
+            path = layout.newest_complete(self.save_dir)
             if path is None:
                 log.info("No complete checkpoint in %s: starting from scratch.", self.save_dir)
             else:
@@ -122,13 +122,13 @@ class CheckpointManager:
                 f"checkpoint.resume: {given} does not exist (give an iter_N directory, a run "
                 f"directory, or 'auto' for the newest checkpoint in {self.save_dir})"
             )
-        is_run_dir = (given / fmt.LAST).exists() or fmt.list_checkpoints(given)
-        if not (given / fmt.MARKER).exists() and is_run_dir:
-            path = fmt.newest_complete(given)
+        is_run_dir = (given / layout.LAST).exists() or layout.list_checkpoints(given)
+        if not (given / layout.MARKER).exists() and is_run_dir:
+            path = layout.newest_complete(given)
             if path is None:
                 raise CheckpointError(f"checkpoint.resume: no complete checkpoint in {given}")
         else:
-            fmt.verify(given)
+            layout.verify(given)
             path = given
         log.info("Resuming from checkpoint %s.", path)
         return path
@@ -137,12 +137,12 @@ class CheckpointManager:
         """Restore weights and every object in `objects` (keys = file names) from `path`.
 
         Refuses a changed effective batch unless `checkpoint.allow_batch_change` (then the step is
-        recomputed from the samples seen, see `ckpt_compat`). Call on every rank.
+        recomputed from the samples seen, see `compat`). Call on every rank.
         """
         path = Path(path)
         if path not in self._verified:
-            self._on_main(lambda: fmt.verify(path))
-        meta = fmt.read_json(path / fmt.META)
+            self._on_main(lambda: layout.verify(path))
+        meta = layout.read_json(path / layout.META)
         old = BatchSplit.from_dict(meta["batch"])
         new = BatchSplit.of(self.cfg, self.dist.world_size)
         allow = self.cfg.checkpoint.allow_batch_change
@@ -197,7 +197,7 @@ class CheckpointManager:
         """`checkpoint.load_from`: weights only, from an iter_N directory, an export (best/,
         final/), a run directory (its newest checkpoint) or a .safetensors file. Optimizer,
         schedule and counters stay fresh; mismatched keys are skipped and reported. Every rank."""
-        source = self._on_main(lambda: fmt.weights_source(Path(path)))
+        source = self._on_main(lambda: layout.weights_source(Path(path)))
         load_weights_only(source, unwrap(model))
 
     # -------------------------------------------------------------------------------- save
@@ -241,7 +241,7 @@ class CheckpointManager:
             for name, obj in sorted(objects.items())
             if getattr(obj, "per_rank_state", False)
         }
-        target = self.save_dir / fmt.ckpt_name(progress.step)
+        target = self.save_dir / layout.ckpt_name(progress.step)
         tmp = self._on_main(lambda: self._begin(progress, target))
         if tmp is None:
             return target  # this process saved this very state already (interval, then final)
@@ -256,7 +256,7 @@ class CheckpointManager:
     def _begin(self, progress: TrainProgress, target: Path) -> Path | None:
         if self._saved.get(progress.step) == progress.state_dict() and target.is_dir():
             return None
-        fmt.cleanup_stale(self.save_dir)
+        layout.cleanup_stale(self.save_dir)
         tmp = self.save_dir / f".tmp-{target.name}-{os.getpid()}"
         tmp.mkdir(parents=True)
         return tmp
@@ -276,7 +276,7 @@ class CheckpointManager:
         save_frozen = self.cfg.checkpoint.save_frozen
         if self._owner is None:
             tensors, model_meta = model_state(policy, save_frozen)
-            save_file(tensors, str(tmp / fmt.MODEL), metadata={"format": "pt"})
+            save_file(tensors, str(tmp / layout.MODEL), metadata={"format": "pt"})
         else:
             fingerprint = frozen_fingerprint(policy, frozen_keys(policy))
             model_meta = {"owner": self._owner.name, "frozen_saved": save_frozen,
@@ -287,12 +287,12 @@ class CheckpointManager:
                 obj.state_dict() if ranks is None else {"world_size": len(ranks), "ranks": ranks}
             )
             torch.save(state, tmp / f"{name}.pt")
-        save_config(self.cfg, tmp / fmt.CONFIG)
+        save_config(self.cfg, tmp / layout.CONFIG)
         meta = self._meta(progress, reason, model_meta, sorted(gathered))
-        (tmp / fmt.META).write_text(json.dumps(meta, indent=1))
-        fmt.write_marker(tmp, extra={"step": progress.step})
-        fmt.replace_dir(tmp, target)
-        fmt.write_last(self.save_dir, target)
+        (tmp / layout.META).write_text(json.dumps(meta, indent=1))
+        layout.write_marker(tmp, extra={"step": progress.step})
+        layout.replace_dir(tmp, target)
+        layout.write_last(self.save_dir, target)
         self._saved[progress.step] = progress.state_dict()
 
     def _meta(
@@ -302,7 +302,7 @@ class CheckpointManager:
         if prog["best_val_loss"] == float("inf"):
             prog["best_val_loss"] = None  # strict JSON has no Infinity
         return {
-            "format_version": fmt.FORMAT_VERSION,
+            "format_version": layout.FORMAT_VERSION,
             "step": progress.step,
             "epoch": progress.epoch,
             "reason": reason,
@@ -319,17 +319,19 @@ class CheckpointManager:
         Checkpoints newer than `current` (an abandoned timeline) are left alone."""
         keep = self.cfg.checkpoint.max_keep_ckpts
         step = progress.step
-        older = [c for c in fmt.list_checkpoints(self.save_dir) if (fmt.step_of(c) or 0) <= step]
+        older = [
+            c for c in layout.list_checkpoints(self.save_dir) if (layout.step_of(c) or 0) <= step
+        ]
         protected = {current.name}
         if progress.best_step >= 0:
-            protected.add(fmt.ckpt_name(progress.best_step))
-        last = fmt.read_last(self.save_dir)
+            protected.add(layout.ckpt_name(progress.best_step))
+        last = layout.read_last(self.save_dir)
         if last is not None:
             protected.add(last.name)
         for victim in older[: max(0, len(older) - keep)]:
             if victim.name not in protected:
                 log.info("Removing old checkpoint %s (checkpoint.max_keep_ckpts=%d)", victim, keep)
-                fmt.remove_dir(victim)
+                layout.remove_dir(victim)
 
     def _own_objects(self, objects: dict[str, Stateful]) -> dict[str, Stateful]:
         """The objects the manager writes itself: all but a sharded strategy's optimizer."""
@@ -349,8 +351,8 @@ class CheckpointManager:
             policy = unwrap(model)
             if not hasattr(policy, "save_pretrained"):  # a plain nn.Module (tests)
                 tmp.mkdir(parents=True)
-                save_file(model_state(policy, save_frozen=True)[0], str(tmp / fmt.MODEL))
-                save_config(self.cfg, tmp / fmt.CONFIG)
+                save_file(model_state(policy, save_frozen=True)[0], str(tmp / layout.MODEL))
+                save_config(self.cfg, tmp / layout.CONFIG)
             elif full is None:
                 policy.save_pretrained(tmp)
             elif "state_dict" in inspect.signature(policy.save_pretrained).parameters:
@@ -360,8 +362,8 @@ class CheckpointManager:
                     "export: the policy's save_pretrained cannot take the gathered weights of "
                     f"training.strategy={self.cfg.training.strategy} (needs a state_dict argument)"
                 )
-            fmt.write_marker(tmp, extra={"kind": "export"})
-            fmt.replace_dir(tmp, target)
+            layout.write_marker(tmp, extra={"kind": "export"})
+            layout.replace_dir(tmp, target)
             log.info("Exported the policy to %s", target)
             return target
 

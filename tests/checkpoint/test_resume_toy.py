@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from _ckpt_toy import same_weights, toy_config, train
 
+from atlas.checkpoint import layout
+from atlas.checkpoint.manager import CheckpointManager
 from atlas.distributed.env import DistInfo
-from atlas.training import ckpt_format as fmt
-from atlas.training.checkpoint import CheckpointManager
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,7 +63,7 @@ def test_sigkill_during_saves_then_resume_is_exact(tmp_path: Path) -> None:
 
     # 1. Killed after writing every file of iter_4 but before COMPLETE.json: iter_2 stays.
     assert _run(run, "--kill-in", "write_marker@4") == killed
-    assert (run / fmt.LAST).read_text().strip().endswith("iter_00000002")
+    assert (run / layout.LAST).read_text().strip().endswith("iter_00000002")
     assert any(p.name.startswith(".tmp-iter_00000004") for p in run.iterdir())
     assert _resolved(run) == run / "iter_00000002"
 
@@ -73,7 +73,7 @@ def test_sigkill_during_saves_then_resume_is_exact(tmp_path: Path) -> None:
 
     # 3. Killed after iter_10 was renamed into place, before last_checkpoint moved to it.
     assert _run(run, "--kill-in", "write_last@10") == killed
-    assert (run / "iter_00000010" / fmt.MARKER).is_file()
+    assert (run / "iter_00000010" / layout.MARKER).is_file()
     assert _resolved(run) == run / "iter_00000008"  # the pointer wins; both are exact
 
     # 4. Uninterrupted to the end.

@@ -1,6 +1,6 @@
 """The checkpoint's on-disk format: names, atomic writes, the completion marker, verification.
 
-File-level half of the checkpoint component (`atlas.training.checkpoint` holds the manager that
+File-level half of the checkpoint component (`atlas.checkpoint.manager` holds the manager that
 decides what goes in). No torch here, so `atlas ckpt inspect` stays fast. The tree:
 
     <save_dir>/

@@ -22,12 +22,12 @@ from typing import Any
 import yaml
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from atlas.checkpoint import layout
+from atlas.checkpoint.layout import CheckpointError
+from atlas.checkpoint.state import Stateful, TrainProgress
 from atlas.config.loader import to_dict
 from atlas.config.schema import AtlasConfig
-from atlas.training import ckpt_format as fmt
-from atlas.training.ckpt_format import CheckpointError
 from atlas.training.sampler import ResumableSampler
-from atlas.training.state import Stateful, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _restart_schedule(sched: LRScheduler, step: int, base_lrs: list[float] | Non
 def log_config_changes(path: Path, cfg: AtlasConfig) -> None:
     """Say which settings differ from the checkpoint's config (resume is allowed; be explicit)."""
     try:
-        old = yaml.safe_load((path / fmt.CONFIG).read_text())
+        old = yaml.safe_load((path / layout.CONFIG).read_text())
     except (OSError, yaml.YAMLError):
         return
     before, now = _flat(old), _flat(to_dict(cfg))

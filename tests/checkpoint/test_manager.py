@@ -16,11 +16,11 @@ import torch
 from _ckpt_toy import ToyModel, build, same_weights, toy_config, train
 from safetensors.torch import load_file
 
+from atlas.checkpoint import layout
+from atlas.checkpoint.cli import add_ckpt_subcommands
+from atlas.checkpoint.manager import CheckpointError, CheckpointManager
+from atlas.checkpoint.state import TrainProgress
 from atlas.distributed.env import DistInfo
-from atlas.training import ckpt_format as fmt
-from atlas.training.checkpoint import CheckpointError, CheckpointManager
-from atlas.training.ckpt_cli import add_ckpt_subcommands
-from atlas.training.state import TrainProgress
 
 
 def _names(run: Path) -> list[str]:
@@ -31,7 +31,7 @@ def test_layout_and_safe_loading(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(toy_config(run), total=4)
     ckpt = run / "iter_00000004"
-    assert (run / fmt.LAST).read_text().strip() == str(ckpt.resolve())
+    assert (run / layout.LAST).read_text().strip() == str(ckpt.resolve())
     expected = {
         "model.safetensors",
         "optimizer.pt",
@@ -52,7 +52,7 @@ def test_layout_and_safe_loading(tmp_path: Path) -> None:
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["batch"] == {"per_device": 4, "world_size": 1, "grad_accum": 2, "effective": 8}
     assert meta["progress"]["step"] == 4 and meta["per_rank"] == ["rng"]
-    marker = json.loads((ckpt / fmt.MARKER).read_text())
+    marker = json.loads((ckpt / layout.MARKER).read_text())
     assert set(marker["files"]) == expected - {"COMPLETE.json"}
 
 
@@ -239,7 +239,7 @@ def test_sharded_strategy_owns_model_and_optimizer(tmp_path: Path) -> None:
     path = manager.save(progress, trained, objects, reason="final")
     names = {p.name for p in path.iterdir()}
     assert "shards.pt" in names and not {"model.safetensors", "optimizer.pt"} & names
-    assert "shards.pt" in json.loads((path / fmt.MARKER).read_text())["files"]
+    assert "shards.pt" in json.loads((path / layout.MARKER).read_text())["files"]
     model, fresh = build(cfg, DistInfo(), total=4)
     with torch.no_grad():
         model.head[0].weight.add_(1.0)

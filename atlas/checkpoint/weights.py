@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from atlas.training.ckpt_format import MODEL, CheckpointError
+from atlas.checkpoint.layout import MODEL, CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def load_resume_weights(path: Path, policy: nn.Module, info: dict[str, Any]) -> 
 
 
 def load_weights_only(source: Path, policy: nn.Module) -> None:
-    """Weights from `source` (see ckpt_format.weights_source) into `policy`, leniently:
+    """Weights from `source` (see layout.weights_source) into `policy`, leniently:
     mismatched shapes and unknown keys are skipped, trainable keys absent keep their init; every
     such key is reported (fine-tuning, transfer learning)."""
     skipped: list[str] = []

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from atlas.training import ckpt_format as fmt
+from atlas.checkpoint import layout
 
 
 def add_ckpt_subcommands(parser: argparse.ArgumentParser) -> None:
@@ -37,17 +37,17 @@ def inspect_checkpoint(path: Path, checksums: bool = True) -> dict[str, Any]:
     """Everything `inspect` shows about one checkpoint or export directory."""
     info: dict[str, Any] = {"path": str(path), "status": "complete", "problem": None}
     try:
-        fmt.verify(path, checksums=checksums)
-    except fmt.CorruptCheckpointError as e:
+        layout.verify(path, checksums=checksums)
+    except layout.CorruptCheckpointError as e:
         info.update(status="incomplete or corrupt", problem=f"{e.file}: {e.problem}")
     files = sorted(p for p in path.rglob("*") if p.is_file())
     info["files"] = [
         {"name": f.relative_to(path).as_posix(), "size": f.stat().st_size} for f in files
     ]
     info["total_size"] = sum(f["size"] for f in info["files"])
-    meta_file = path / fmt.META
+    meta_file = path / layout.META
     if meta_file.is_file():
-        meta = fmt.read_json(meta_file)
+        meta = layout.read_json(meta_file)
         prog, batch = meta.get("progress", {}), meta.get("batch", {})
         info.update(
             kind="checkpoint",
@@ -64,7 +64,7 @@ def inspect_checkpoint(path: Path, checksums: bool = True) -> dict[str, Any]:
             frozen_weights_saved=meta.get("model", {}).get("frozen_saved"),
         )
     else:
-        info["kind"] = "export" if (path / fmt.MODEL).is_file() else "unknown"
+        info["kind"] = "export" if (path / layout.MODEL).is_file() else "unknown"
     return info
 
 
@@ -74,9 +74,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {path} is not a directory\n")
         return 2
     run: dict[str, Any] | None = None
-    if not (path / fmt.MARKER).exists() and not (path / fmt.META).exists():
-        ckpts = fmt.list_checkpoints(path)
-        last = fmt.read_last(path)
+    if not (path / layout.MARKER).exists() and not (path / layout.META).exists():
+        ckpts = layout.list_checkpoints(path)
+        last = layout.read_last(path)
         if not ckpts and last is None:
             sys.stderr.write(f"error: {path} is neither a checkpoint nor a run directory\n")
             return 2

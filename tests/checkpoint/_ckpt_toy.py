@@ -18,12 +18,12 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
+from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
-from atlas.training.checkpoint import CheckpointManager
 from atlas.training.optim import lr_at
 from atlas.training.sampler import ResumableSampler
-from atlas.training.state import RNGState, TrainProgress
 
 NUM_SAMPLES = 44  # 11 micro-batches of 4: the last accumulation window of an epoch is partial
 
@@ -132,15 +132,15 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 
 def install_kill(spec: str) -> None:
-    """`FUNC@STEP`: SIGKILL this process when ckpt_format.FUNC runs during the save of STEP."""
-    from atlas.training import ckpt_format
+    """`FUNC@STEP`: SIGKILL this process when layout.FUNC runs during the save of STEP."""
+    from atlas.checkpoint import layout
 
     func, step = spec.split("@")
-    original = getattr(ckpt_format, func)
+    original = getattr(layout, func)
 
     def killer(*args: object, **kwargs: object) -> object:
         if any(f"iter_{int(step):08d}" in str(a) for a in args):
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
 
-    setattr(ckpt_format, func, killer)
+    setattr(layout, func, killer)
