@@ -25,6 +25,7 @@ import torch
 
 from atlas.cache.keys import file_identity, folder_identity, hash_arrays
 from atlas.config.schema import AtlasConfig
+from atlas.data.transforms import stored_orientation
 
 # VGGTConfig fields that change no output (memory/compute trade-offs and notes).
 _VGGT_NON_FUNCTIONAL = {"notes", "activation_checkpointing", "dpt_frames_chunk_size"}
@@ -33,7 +34,8 @@ _VGGT_NON_FUNCTIONAL = {"notes", "activation_checkpointing", "dpt_frames_chunk_s
 def dataset_inputs(splits: Mapping[str, Any]) -> dict[str, Any]:
     """Files and per-split sample order of LiberoDatasets {split: dataset} sharing one index."""
     index = next(iter(splits.values())).index
-    out: dict[str, Any] = {"files": [file_identity(f) for f in index.files], "splits": {}}
+    files = index.identity_files()
+    out: dict[str, Any] = {"files": [file_identity(f) for f in files], "splits": {}}
     for name, ds in splits.items():
         arrays: list[Any] = []
         for e in ds.episode_ids:
@@ -49,6 +51,7 @@ def preprocessing_inputs(cfg: AtlasConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "image_size": d.image_size,
         "orientation": d.orientation,
+        **({"stored_orientation": stored_orientation(d)} if d.format != "libero_hdf5" else {}),
         "cameras": list(d.cameras),
         "history": d.history,
         "augmentation": None,

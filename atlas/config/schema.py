@@ -104,10 +104,16 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    format: Literal["libero_hdf5"] = "libero_hdf5"  # on-disk format (one reader module each)
-    # Suite folders, HDF5 files or globs; several suites can be mixed.
+    # On-disk format (one reader module each): LIBERO's HDF5 release, or LeRobotDataset folders
+    # (v3.0 / v2.1, videos or images; docs: README "Training on LeRobot datasets").
+    format: Literal["libero_hdf5", "lerobot"] = "libero_hdf5"
+    # libero_hdf5: suite folders, HDF5 files or globs; lerobot: dataset root folders (with
+    # meta/info.json). Several can be mixed.
     paths: list[str] = field(default_factory=lambda: ["data/libero/libero_spatial"])
     # Cameras (obs/<name> datasets); frame 0 of every sample is the first camera's current frame.
+    # lerobot: feature keys of meta/info.json (observation.images.image, ...); the two LIBERO
+    # names also find their LeRobot counterparts (image / wrist_image, as the publications name
+    # them), so a policy trained on either format acts in the simulator unchanged.
     cameras: list[str] = field(default_factory=lambda: ["agentview_rgb", "eye_in_hand_rgb"])
     image_size: int = 224  # square side fed to VGGT; a multiple of 14
     history: int = 1  # frames per camera (1 = current frame only)
@@ -120,6 +126,15 @@ class DataConfig:
     # LIBERO images are stored upside down. vflip gives the true camera image (right for 3D
     # geometry); rot180 is what OpenVLA/openpi use. Evaluation applies the same transform.
     orientation: Literal["none", "vflip", "rot180"] = "vflip"
+    # lerobot: how the stored frames relate to the simulator's raw (upside-down) ones; the
+    # orientation above stays relative to the simulator, so training and rollouts see the same
+    # pixels. auto: none for libero_hdf5, rot180 for lerobot (LIBERO's LeRobot publications store
+    # frames rotated 180 degrees); none for a dataset recorded upright by a real camera.
+    stored_orientation: Literal["auto", "none", "rot180"] = "auto"
+    # lerobot: the state (8 values) and action (7) features; null: the first of observation.state
+    # / state and of action / actions that the dataset has (LeRobot's and openpi's LIBERO copies).
+    state_key: str | None = None
+    action_key: str | None = None
     filter_noops: bool = False  # drop no-op steps as OpenVLA does
     normalization: Literal["q99", "mean_std", "none"] = "q99"  # q99: [q01, q99] -> [-1, 1]
     stats_path: str | None = None  # `atlas data stats` JSON; null: computed from the train split

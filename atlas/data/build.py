@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-from atlas.config.schema import AtlasConfig, SyntheticConfig
+from atlas.config.schema import AtlasConfig, DataConfig, SyntheticConfig
 from atlas.data.dataset import LiberoDataset
 from atlas.data.libero_hdf5 import LiberoIndex, build_index
 from atlas.data.normalization import Normalizer, load_stats
 from atlas.data.stats import compute_stats
 from atlas.data.synthetic import generate_synthetic
+from atlas.data.transforms import frame_orientation
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,24 @@ log = logging.getLogger(__name__)
 def split_episodes(index: LiberoIndex, val_split: float, seed: int) -> tuple[list[int], list[int]]:
     """Episode ids (train, val), disjoint, deterministic from the seed.
 
-    Each file (task) is split on its own with a generator seeded by (seed, file name), so every
-    task is represented in both splits and adding a suite does not reshuffle the others. A file
+    Each task of each file is split on its own with a generator seeded by (seed, file name), so
+    every task is represented in both splits and adding a suite does not reshuffle the others (a
+    file holding several tasks, as a LeRobotDataset does, seeds by file name and task). A group
     keeps at least one training episode. If rounding leaves no validation episode at all, one
     episode overall is drawn (when val_split > 0 and there are at least two).
     """
-    by_file: dict[int, list[int]] = defaultdict(list)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, ep in enumerate(index.episodes):
-        by_file[ep.file].append(i)
+        groups[(ep.file, ep.task)].append(i)
+    tasks_per_file = Counter(file_id for file_id, _ in groups)
     val: list[int] = []
-    for file_id, ids in by_file.items():
+    for (file_id, task), ids in groups.items():
         n_val = min(int(np.floor(val_split * len(ids) + 0.5)), len(ids) - 1)
         if n_val > 0:
-            name = Path(index.files[file_id]).name.encode()
-            rng = np.random.default_rng([seed, zlib.crc32(name)])
+            name = Path(index.files[file_id]).name
+            if tasks_per_file[file_id] > 1:
+                name += "/" + index.tasks[task]
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             val.extend(ids[j] for j in rng.permutation(len(ids))[:n_val])
     total = len(index.episodes)
     if not val and val_split > 0 and total >= 2:
@@ -65,13 +70,7 @@ def build_datasets(cfg: AtlasConfig) -> tuple[LiberoDataset, LiberoDataset | Non
     d = cfg.data
     if d.synthetic is not None:
         ensure_synthetic(d.paths[0], d.synthetic)
-    index = build_index(
-        d.paths,
-        d.cameras,
-        instruction_source=d.instruction_source,
-        filter_noops=d.filter_noops,
-        skip_bad_episodes=d.skip_bad_episodes,
-    )
+    index = build_data_index(d)
     train_ids, val_ids = split_episodes(index, d.val_split, cfg.training.seed)
     if d.stats_path is not None:
         stats = load_stats(d.stats_path)
@@ -85,7 +84,7 @@ def build_datasets(cfg: AtlasConfig) -> tuple[LiberoDataset, LiberoDataset | Non
         image_size=d.image_size,
         history=d.history,
         chunk_size=cfg.model.action_head.chunk_size,
-        orientation=d.orientation,
+        orientation=frame_orientation(d),
         normalizer=normalizer,
         seed=cfg.training.seed,
     )
@@ -102,6 +101,28 @@ def build_datasets(cfg: AtlasConfig) -> tuple[LiberoDataset, LiberoDataset | Non
         f", {index.skipped} bad skipped" if index.skipped else "",
     )
     return train, val, normalizer
+
+
+def build_data_index(d: DataConfig) -> LiberoIndex:
+    """Index `d.paths` with the reader of `d.format` (the metadata pass; bad input raises here)."""
+    if d.format == "lerobot":
+        from atlas.data.lerobot import build_lerobot_index  # needs pyarrow / PyAV
+
+        return build_lerobot_index(
+            d.paths,
+            d.cameras,
+            state_key=d.state_key,
+            action_key=d.action_key,
+            filter_noops=d.filter_noops,
+            skip_bad_episodes=d.skip_bad_episodes,
+        )
+    return build_index(
+        d.paths,
+        d.cameras,
+        instruction_source=d.instruction_source,
+        filter_noops=d.filter_noops,
+        skip_bad_episodes=d.skip_bad_episodes,
+    )
 
 
 def ensure_synthetic(path: str | Path, spec: SyntheticConfig) -> None:

@@ -16,7 +16,8 @@ A sample follows the Batch contract of docs/CONTRACTS.md (before collation):
                                         timestep is the raw step in the demo)
 
 Keys are an int or a tuple (index, epoch); the epoch only seeds augmentation. Files are opened
-lazily, once per process, by a `FrameReader` (never pickled, dropped after a fork), and only the
+lazily, once per process, by the index's frame reader (`FrameReader` for HDF5,
+`LeRobotFrameReader` for LeRobot folders; never pickled, dropped after a fork), and only the
 frames a sample needs are read. `__getitems__` serves a whole batch at once: its frames are read
 into one buffer and resized by one uint8 kernel call.
 """
@@ -31,7 +32,6 @@ import torch
 from torch.utils.data import Dataset
 
 from atlas.config.schema import AugmentationConfig
-from atlas.data.frame_reader import FrameReader
 from atlas.data.libero_hdf5 import LiberoIndex
 from atlas.data.normalization import Normalizer
 from atlas.data.transforms import (
@@ -77,7 +77,7 @@ class LiberoDataset(Dataset):
         lengths = [len(ep.steps) for ep in self._episodes]
         self._offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         self.normalizer = normalizer
-        self._reader = FrameReader(index.files)
+        self._reader = index.frame_reader()
 
     # ------------------------------------------------------------------------------ public
 

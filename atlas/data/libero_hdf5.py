@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from atlas.data.errors import DataError
+from atlas.data.frame_reader import FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,14 @@ class LiberoIndex:
     @property
     def num_samples(self) -> int:
         return sum(len(ep.steps) for ep in self.episodes)
+
+    def frame_reader(self) -> FrameReader:
+        """A per-process reader of this index's frames (formats with other files override it)."""
+        return FrameReader(self.files)
+
+    def identity_files(self) -> list[str]:
+        """Every file the samples are read from (the feature cache keys on them)."""
+        return list(self.files)
 
 
 # ------------------------------------------------------------------------------------ paths

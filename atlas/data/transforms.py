@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atlas.config.schema import AugmentationConfig
+from atlas.config.schema import AugmentationConfig, DataConfig
 
-Orientation = Literal["none", "vflip", "rot180"]
-ORIENTATIONS: tuple[str, ...] = ("none", "vflip", "rot180")
+# hflip is not a config value: it is what vflip becomes on frames stored rotated 180 degrees.
+Orientation = Literal["none", "vflip", "rot180", "hflip"]
+ORIENTATIONS: tuple[str, ...] = ("none", "vflip", "rot180", "hflip")
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
 
 
@@ -40,7 +41,27 @@ def orient_frames(frames: torch.Tensor, orientation: Orientation) -> torch.Tenso
         return frames.flip(1)
     if orientation == "rot180":
         return frames.flip(1, 2)
+    if orientation == "hflip":
+        return frames.flip(2)
     raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+
+def stored_orientation(data: DataConfig) -> Literal["none", "rot180"]:
+    """How `data`'s stored frames relate to the simulator's raw ones (resolves "auto")."""
+    if data.stored_orientation != "auto":
+        return data.stored_orientation
+    return "rot180" if data.format == "lerobot" else "none"
+
+
+def frame_orientation(data: DataConfig) -> Orientation:
+    """The transform of STORED frames that gives `data.orientation` of the simulator's frames.
+
+    data.orientation is defined on the simulator's raw frames (what the rollout applies); frames
+    stored rotated 180 degrees need that rotation undone first: vflip . rot180 = hflip.
+    """
+    if stored_orientation(data) == "none":
+        return data.orientation
+    return {"none": "rot180", "vflip": "hflip", "rot180": "none"}[data.orientation]  # type: ignore[return-value]
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
