@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atlas.data.cli import add_data_subcommands
     from atlas.models.cli import add_model_subcommands
 
-    add_data_subcommands(sub.add_parser("data", help="LIBERO datasets: stats, synth, inspect"))
+    add_data_subcommands(sub.add_parser("data", help="datasets: stats, synth, inspect, convert"))
     add_model_subcommands(sub.add_parser("model", help="model summary (parameter counts)"))
     add_ckpt_subcommands(sub.add_parser("ckpt", help="inspect checkpoints"))
 

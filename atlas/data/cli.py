@@ -1,4 +1,4 @@
-"""`atlas data {stats,synth,inspect}`: thin command-line wrappers over the data package.
+"""`atlas data {stats,synth,inspect,convert}`: thin command-line wrappers over the data package.
 
 Wiring (atlas/cli.py), like the other command groups:
 
@@ -31,7 +31,9 @@ def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersA
     stats = subparsers.add_parser(
         "stats", help="per-dimension action/proprio statistics (normalization JSON)"
     )
-    stats.add_argument("paths", nargs="+", help="suite folders, .hdf5 files or globs")
+    stats.add_argument(
+        "paths", nargs="+", help="suite folders, .hdf5 files or globs, or LeRobotDataset folders"
+    )
     stats.add_argument("--out", help="write the JSON here (default: print it)")
     stats.add_argument("--filter-noops", action="store_true", help="drop no-op steps first")
     stats.add_argument("--skip-bad-episodes", action="store_true", help="skip bad demos")
@@ -47,18 +49,38 @@ def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersA
     synth.set_defaults(handler=run_synth)
 
     inspect = subparsers.add_parser("inspect", help="files, tasks, demos, steps, shapes, ranges")
-    inspect.add_argument("paths", nargs="+", help="suite folders, .hdf5 files or globs")
+    inspect.add_argument(
+        "paths", nargs="+", help="suite folders, .hdf5 files or globs, or LeRobotDataset folders"
+    )
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(handler=run_inspect)
 
+    convert = subparsers.add_parser(
+        "convert", help="write LIBERO HDF5 demos as a LeRobotDataset v3.0 folder"
+    )
+    convert.add_argument("paths", nargs="+", help="suite folders, .hdf5 files or globs")
+    convert.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    convert.add_argument("--images", action="store_true", help="PNG images instead of AV1 videos")
+    convert.add_argument("--fps", type=int, default=10, help="frame rate recorded in the dataset")
+    convert.add_argument(
+        "--stored-orientation",
+        choices=["rot180", "none"],
+        default="rot180",
+        help="rot180: rotate frames as the LIBERO LeRobot publications do; none: as in the HDF5",
+    )
+    convert.set_defaults(handler=run_convert)
+
 
 def run_stats(args: argparse.Namespace) -> int:
+    from atlas.data.lerobot import build_lerobot_index
+    from atlas.data.lerobot_meta import is_lerobot_root
     from atlas.data.libero_hdf5 import build_index
     from atlas.data.normalization import save_stats
     from atlas.data.stats import compute_stats
 
+    lerobot = all(is_lerobot_root(p) for p in args.paths)
     try:
-        index = build_index(
+        index = (build_lerobot_index if lerobot else build_index)(
             args.paths,
             cameras=(),  # statistics need no image: skip the camera checks
             filter_noops=args.filter_noops,
@@ -98,6 +120,27 @@ def run_inspect(args: argparse.Namespace) -> int:
     except DataError as e:
         return _fail(e)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from atlas.data.lerobot_write import convert_to_lerobot
+
+    if args.fps < 1:
+        print(f"error: --fps must be >= 1, got {args.fps}", file=sys.stderr)
+        return 2
+    try:
+        out = convert_to_lerobot(
+            args.paths,
+            args.out,
+            fps=args.fps,
+            video=not args.images,
+            stored_orientation=args.stored_orientation,
+        )
+    except (DataError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (LeRobotDataset v3.0, {'PNG images' if args.images else 'AV1 videos'})")
     return 0
 
 

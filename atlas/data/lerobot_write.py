@@ -20,6 +20,7 @@ failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -248,7 +249,7 @@ class _VideoFile:
             video_key=self.key, chunk_index=0, file_index=self.file_index
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per file otherwise
         self.container = av.open(str(path), "w")
         self.stream = self.container.add_stream(
             ENCODER["codec"], rate=self.fps, options=ENCODER["options"]

@@ -1,4 +1,5 @@
-"""What is in a set of LIBERO HDF5 files (`atlas data inspect`), from metadata and actions only."""
+"""What is in a set of LIBERO HDF5 files or LeRobotDataset folders (`atlas data inspect`), from
+metadata and actions only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import h5py
 import numpy as np
 
 from atlas.data.errors import DataError
+from atlas.data.lerobot_meta import is_lerobot_root, load_meta
 from atlas.data.libero_hdf5 import (
     demo_keys,
     instruction_from_filename,
@@ -22,15 +24,51 @@ def summarize(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
     """Per file: suite, both instruction wordings, demos, steps, image shapes, action ranges.
 
     Returns {"files": [...], "num_files", "num_demos", "num_steps"}; raises DataError on a file
-    that cannot be read as a LIBERO demo file.
+    that cannot be read as a LIBERO demo file. LeRobotDataset folders are summarized task by task
+    (one entry per task of each folder), after the same checks training runs.
     """
-    files = [_summarize_file(p) for p in resolve_paths(paths)]
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if items and all(is_lerobot_root(p) for p in items):
+        files = summarize_lerobot(items)
+    else:
+        files = [_summarize_file(p) for p in resolve_paths(paths)]
     return {
         "files": files,
         "num_files": len(files),
         "num_demos": sum(f["demos"] for f in files),
         "num_steps": sum(f["steps"] for f in files),
     }
+
+
+def summarize_lerobot(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One `_summarize_file`-shaped entry per (LeRobotDataset folder, task)."""
+    from atlas.data.lerobot import build_lerobot_index
+
+    entries = []
+    for root in roots:
+        meta = load_meta(root)
+        index = build_lerobot_index(root, meta.camera_keys)
+        for task_id, task in enumerate(index.tasks):
+            episodes = [ep for ep in index.episodes if ep.task == task_id]
+            lengths = [len(ep.steps) for ep in episodes]
+            actions = np.concatenate([ep.actions for ep in episodes])
+            shapes = episodes[0].frame_shapes
+            entries.append(
+                {
+                    "path": str(root),
+                    "suite": f"LeRobotDataset {meta.version}, {meta.fps:g} fps",
+                    "instruction": task,
+                    "problem_info_instruction": None,
+                    "demos": len(episodes),
+                    "steps": int(sum(lengths)),
+                    "min_steps": int(min(lengths)),
+                    "max_steps": int(max(lengths)),
+                    "images": {k: list(shapes[k]) for k in meta.camera_keys},
+                    "action_min": [round(float(v), 4) for v in actions.min(axis=0)],
+                    "action_max": [round(float(v), 4) for v in actions.max(axis=0)],
+                }
+            )
+    return entries
 
 
 def _summarize_file(path: Path) -> dict[str, Any]:
