@@ -3,7 +3,7 @@
     atlas train    [--config CFG] [--set KEY=VALUE ...] [--resume PATH]   train (default: the demo)
     atlas eval     --checkpoint DIR                                       offline metrics
     atlas rollout  --checkpoint DIR --suite libero_spatial                closed loop in LIBERO
-    atlas data     stats | synth | inspect                                datasets
+    atlas data     stats | synth | inspect | convert                      datasets
     atlas model    summary --config CFG [--meta]                          parameter counts
     atlas ckpt     inspect PATH                                           checkpoints
     atlas cache    --config CFG                                           frozen-feature cache

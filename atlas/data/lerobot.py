@@ -92,7 +92,7 @@ def resolve_roots(paths: str | Path | Sequence[str | Path]) -> list[Path]:
             if not path.exists():
                 raise DataError(text, "path not found (a LeRobotDataset folder)")
             if not is_lerobot_root(path):
-                raise DataError(str(path), "not a LeRobotDataset folder: no meta/info.json")
+                raise DataError(str(path), "not a LeRobotDataset: no meta/info.json")
             roots.append(path)
     return list(dict.fromkeys(roots))
 
@@ -228,9 +228,10 @@ def _add_episode(
 def _check_videos(meta: LeRobotMeta, keys) -> None:
     """Every mp4 the episodes need exists, decodes and is long enough (truncated files fail here).
 
-    Opens each file once and reads its container header only (no frame is decoded).
+    Opens each file once: its header, then the last frame any episode needs (one seek and at most
+    a keyframe interval of decoding), which catches a file cut short behind an intact header.
     """
-    from atlas.data.lerobot_frames import video_duration
+    from atlas.data.lerobot_frames import VideoDecoder, video_duration
 
     needed: dict[tuple[str, str], float] = {}
     for ep in meta.episodes:
@@ -249,3 +250,8 @@ def _check_videos(meta: LeRobotMeta, keys) -> None:
         if duration + 0.5 / meta.fps < end:
             msg = f"holds {duration:.2f} s of video but the episodes need {end:.2f} s (truncated?)"
             raise DataError(str(path), msg, key=key)
+        decoder = VideoDecoder(str(path), key, meta.fps)
+        try:
+            decoder.read_into(end, np.empty(meta.frame_shape(key), np.uint8))
+        finally:
+            decoder.close()

@@ -116,7 +116,7 @@ def load_meta(root: str | Path) -> LeRobotMeta:
     if not root.is_dir():
         raise DataError(str(root), "path not found (a LeRobotDataset folder with meta/info.json)")
     if not info_path.is_file():
-        raise DataError(str(root), "not a LeRobotDataset folder: no meta/info.json")
+        raise DataError(str(root), "not a LeRobotDataset: no meta/info.json")
     try:
         info = json.loads(info_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

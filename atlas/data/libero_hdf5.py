@@ -115,7 +115,9 @@ def resolve_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
                 if not any(part.startswith(".") for part in p.relative_to(root).parts)
             )
             if not files:
-                raise DataError(text, "no .hdf5 files in this folder")
+                raise DataError(
+                    text, "no .hdf5 files in this folder (nor a LeRobotDataset: no meta/info.json)"
+                )
         elif Path(text).is_file():
             files = [Path(text)]
         else:

@@ -56,7 +56,8 @@ def summarize_lerobot(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             entries.append(
                 {
                     "path": str(root),
-                    "suite": f"LeRobotDataset {meta.version}, {meta.fps:g} fps",
+                    "suite": Path(root).name,
+                    "format": f"LeRobotDataset {meta.version}, {meta.fps:g} fps",
                     "instruction": task,
                     "problem_info_instruction": None,
                     "demos": len(episodes),
@@ -116,6 +117,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for f in summary["files"]:
         lines.append(f"\n{f['path']}")
         lines.append(f"  {'task':<16} {f['instruction']}")
+        if "format" in f:
+            lines.append(f"  {'format':<16} {f['format']}")
         if f["problem_info_instruction"] not in (None, f["instruction"]):
             lines.append(f"  {'problem_info':<16} {f['problem_info_instruction']}")
         lines.append(
