@@ -29,6 +29,7 @@ def test_train_and_evaluate_on_the_lerobot_fixture(tmp_path: Path) -> None:
         "training.max_steps=3",
         "training.warmup_steps=1",
         "training.val_interval=3",
+        "training.log_interval=1",
         "checkpoint.save_interval=3",
         "logging.progress=false",
         f"checkpoint.save_dir={tmp_path / 'run'}",
