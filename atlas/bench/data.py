@@ -1,6 +1,7 @@
 """Data-loading throughput: AtlasVLA's loader against a naive HDF5 loader on the same files.
 
     python -m atlas.bench.data [--quick] [--data DIR] [--workers 0 1 2] [--image-size 224]
+    python -m atlas.bench.data --format lerobot ...   LeRobotDataset folders (bench/data_lerobot.py)
 
 Both loaders read the same synthetic LIBERO files (128 px cameras, as the real ones), two cameras
 resized to `--image-size`, in the same random order and batch size, with 0, 1 and 2 workers:
@@ -116,9 +117,9 @@ def _loaders(index: LiberoIndex, args: argparse.Namespace, workers: int):
     return atlas, naive
 
 
-def _data_dir(args: argparse.Namespace, tmp: str) -> Path:
+def _data_dir(args: argparse.Namespace, tmp: str) -> Path | list[str]:
     if args.data:
-        return Path(args.data)
+        return list(args.data)
     tasks, demos = (2, 6) if args.quick else (4, 20)
     return generate_synthetic(Path(tmp) / "bench_synth", tasks, demos, 64, 128, seed=0)
 
@@ -168,13 +169,31 @@ def _table(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer files and batches")
-    parser.add_argument("--data", help="LIBERO files to read (default: generate synthetic ones)")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        help="LIBERO files (or LeRobotDataset folders) to read (default: generate synthetic ones)",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=0, help="batches per window (0: auto)")
-    result = run(parser.parse_args(argv))
-    print(_table(result))
+    parser.add_argument(
+        "--format",
+        choices=["libero_hdf5", "lerobot"],
+        default="libero_hdf5",
+        help="lerobot: LeRobotDataset video and image folders (atlas/bench/data_lerobot.py)",
+    )
+    from atlas.bench import data_lerobot
+
+    data_lerobot.add_args(parser)
+    args = parser.parse_args(argv)
+    if args.format == "lerobot":
+        result = data_lerobot.run(args)
+        print(data_lerobot.table(result))
+    else:
+        result = run(args)
+        print(_table(result))
     print(json.dumps(result))
 
 

@@ -1,0 +1,139 @@
+"""Data-loading throughput from LeRobotDataset folders: AV1 video and PNG images, against LeRobot.
+
+    python -m atlas.bench.data --format lerobot [--quick] [--data ROOT ...] [--workers 0 1 2]
+                               [--lerobot-python PATH]
+
+Without --data, synthetic LIBERO demos with 256 px cameras (the size of the LIBERO LeRobot
+publications) are written and converted by `atlas data convert` into a video folder (AV1,
+LeRobot's encoder settings) and an image folder (PNG in the parquet). For each folder and worker
+count, AtlasVLA's loader (`build_datasets` + `build_dataloader`, data.format: lerobot, two cameras
+resized to --image-size, uint8 batches) is timed on random samples; with --lerobot-python (an
+interpreter where `lerobot` is installed) LeRobot's own `LeRobotDataset` is timed on the same
+folder in a DataLoader with the same sampling (atlas/bench/lerobot_loader.py). Prints a table and
+one JSON line (`{"bench": "data_lerobot", ...}`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import RandomSampler
+
+from atlas.config.schema import AtlasConfig
+from atlas.data.build import build_dataloader, build_datasets
+
+CAMERAS = ["agentview_rgb", "eye_in_hand_rgb"]  # found as observation.images.image / wrist_image
+LEROBOT_SCRIPT = Path(__file__).with_name("lerobot_loader.py")
+
+
+def _folders(args: argparse.Namespace, tmp: str) -> dict[str, Path]:
+    """{name: LeRobotDataset root}: the --data folders, or generated video + image ones."""
+    if args.data:
+        return {Path(p).name: Path(p) for p in args.data}
+    from atlas.data.lerobot_write import convert_to_lerobot
+    from atlas.data.synthetic import generate_synthetic
+
+    tasks, demos = (2, 4) if args.quick else (4, 12)
+    suite = generate_synthetic(Path(tmp) / "suite", tasks, demos, 64, args.source_size, seed=0)
+    return {
+        "av1 video": convert_to_lerobot(suite, Path(tmp) / "video"),
+        "png images": convert_to_lerobot(suite, Path(tmp) / "image", video=False),
+    }
+
+
+def _ours(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int) -> float:
+    from atlas.bench.data import _throughput
+
+    cfg = AtlasConfig()
+    cfg.data = dataclasses.replace(
+        cfg.data,
+        format="lerobot",
+        paths=[str(root)],
+        cameras=CAMERAS,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=workers,
+        pin_memory=False,
+        val_split=0.0,
+    )
+    train, _, _ = build_datasets(cfg)
+    sampler = RandomSampler(
+        train, replacement=True, num_samples=10**7, generator=torch.Generator().manual_seed(0)
+    )
+    loader = build_dataloader(train, cfg, sampler, train=True)
+    try:
+        return _throughput(loader, batches, windows)
+    finally:
+        del loader  # stop persistent workers before the next setting
+
+
+def _lerobot(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int):
+    """LeRobot's loader in its own interpreter; None (and a note) when it cannot run."""
+    command = [args.lerobot_python, str(LEROBOT_SCRIPT), str(root), "--workers", str(workers)]
+    command += ["--batch-size", str(args.batch_size), "--batches", str(batches)]
+    command += ["--windows", str(windows)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"LeRobot's loader failed on {root}: {tail}", file=sys.stderr)
+        return None
+    return float(json.loads(lines[-1])["lerobot_samples_per_s"])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    batches = args.batches or (10 if args.quick else 40)
+    windows = 1 if args.quick else 3
+    results: dict[str, dict[str, dict[int, float | None]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, root in _folders(args, tmp).items():
+            row: dict[str, dict[int, float | None]] = {"atlas": {}, "lerobot": {}}
+            for workers in args.workers:
+                row["atlas"][workers] = round(_ours(root, args, workers, batches, windows), 1)
+                if args.lerobot_python:
+                    rate = _lerobot(root, args, workers, max(batches // 4, 5), windows)
+                    row["lerobot"][workers] = None if rate is None else round(rate, 1)
+            results[name] = row
+    return {
+        "bench": "data_lerobot",
+        "image_size": args.image_size,
+        "source_size": args.source_size if not args.data else None,
+        "cameras": len(CAMERAS),
+        "batch_size": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "samples_per_s": results,
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"LeRobotDataset loading, {r['cameras']} cameras -> {r['image_size']} px, batch "
+        f"{r['batch_size']}, {r['affinity']} usable CPU cores, load average {r['load_average']}",
+        f"{'dataset':<14} {'workers':>8} {'atlas /s':>10} {'lerobot /s':>11} {'ratio':>7}",
+    ]
+    for name, row in r["samples_per_s"].items():
+        for w, ours in row["atlas"].items():
+            theirs = row["lerobot"].get(w)
+            ratio = f"{ours / theirs:6.1f}x" if theirs else f"{'-':>7}"
+            shown = f"{theirs:>11.0f}" if theirs else f"{'-':>11}"
+            lines.append(f"{name:<14} {w:>8} {ours:>10.0f} {shown} {ratio}")
+    return "\n".join(lines)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-size", type=int, default=256, help="generated camera side")
+    parser.add_argument(
+        "--lerobot-python", help="python of a virtualenv with lerobot, to time LeRobot's loader"
+    )
