@@ -49,6 +49,15 @@ CAMERA_ALIASES: dict[str, tuple[str, ...]] = {
     ),
 }
 STATE_KEYS = ("observation.state", "state")
+
+
+def libero_camera(name: str) -> str | None:
+    """The LIBERO camera (simulator / HDF5 name) a camera name stands for, or None."""
+    if name in CAMERA_ALIASES:
+        return name
+    return next((cam for cam, keys in CAMERA_ALIASES.items() if name in keys), None)
+
+
 ACTION_KEYS = ("action", "actions")
 
 

@@ -76,9 +76,46 @@ class PolicySpec:
         from atlas.models.policy import AtlasVLAPolicy
 
         policy = AtlasVLAPolicy.from_pretrained(self.checkpoint)
-        cameras = list(policy.config.data.cameras)
-        known = {"agentview_rgb", "eye_in_hand_rgb"}
-        if not set(cameras) <= known:
-            raise ValueError(f"policy cameras {cameras} are not all LIBERO cameras {sorted(known)}")
-        log.info("loaded policy from %s (cameras %s)", self.checkpoint, cameras)
+        log.info("loaded policy from %s (cameras %s)", self.checkpoint, policy.config.data.cameras)
+        return with_libero_cameras(policy)
+
+
+def with_libero_cameras(policy: Any) -> RolloutPolicy:
+    """`policy`, fed the simulator's cameras under the names it was trained with.
+
+    A policy trained on a LeRobotDataset may name its cameras by feature key
+    (observation.images.image, ...); each must stand for a LIBERO camera (CAMERA_ALIASES).
+    """
+    from atlas.data.lerobot_meta import CAMERA_ALIASES, libero_camera
+
+    cameras = list(policy.config.data.cameras)
+    names = {cam: libero_camera(cam) for cam in cameras}
+    unknown = [cam for cam, sim in names.items() if sim is None]
+    if unknown:
+        raise ValueError(
+            f"policy cameras {unknown} are not LIBERO cameras {sorted(CAMERA_ALIASES)} "
+            "nor their LeRobot keys"
+        )
+    if all(cam == sim for cam, sim in names.items()):
         return policy
+    return RenamedCameras(policy, names)  # type: ignore[arg-type]
+
+
+class RenamedCameras:
+    """A policy whose camera names differ from the simulator's: renames the observation images."""
+
+    def __init__(self, policy: Any, names: dict[str, str]) -> None:
+        self.policy, self.names = policy, names  # policy camera -> simulator camera
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def predict_action(self, observation: dict[str, Any]) -> np.ndarray:
+        images = observation["images"]
+        renamed = {cam: images[sim] for cam, sim in self.names.items()}
+        return self.policy.predict_action({**observation, "images": renamed})
+
+    def __getattr__(self, name: str) -> Any:  # config, normalizer, ... of the wrapped policy
+        if name == "policy":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.policy, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,7 @@ from atlas.cli import main
 from atlas.config.schema import AtlasConfig
 from atlas.data.build import build_datasets
 from atlas.data.synthetic import generate_synthetic
+from atlas.data.transforms import preprocess_frames
 
 CODEC_MEAN_ERROR = 6.0  # mean grey-level error of AV1 (crf 30) on the synthetic scenes
 
@@ -79,6 +81,14 @@ def test_round_trip_gives_the_hdf5_batches(
         assert (b["instruction"], b["timestep"]) == (a["instruction"], a["timestep"])
         diff = (b["images"].float() - a["images"].float()).abs()
         assert diff.max() == 0 if kind == "image" else diff.mean() < CODEC_MEAN_ERROR
+    # What a rollout feeds the policy: the simulator's (HDF5) frame through predict_action's
+    # preprocessing with the policy's data.orientation.
+    ep = ref.index.episodes[0]
+    with h5py.File(ref.index.files[ep.file], "r") as f:
+        raw = f["data"][ep.demo]["obs"]["agentview_rgb"][0]
+    fed = preprocess_frames(raw, 56, orientation)[0].float()
+    trained = got[0]["images"][0].float()
+    assert (fed - trained).abs().mean() < (1e-9 if kind == "image" else CODEC_MEAN_ERROR)
 
 
 def test_refuses_a_non_empty_output(suite: Path, tmp_path: Path, capsys) -> None:
