@@ -129,12 +129,11 @@ class DataConfig:
     # lerobot: how the stored frames relate to the simulator's raw (upside-down) ones; the
     # orientation above stays relative to the simulator, so training and rollouts see the same
     # pixels. auto: none for libero_hdf5, rot180 for lerobot (LIBERO's LeRobot publications store
-    # frames rotated 180 degrees); none for a dataset recorded upright by a real camera.
+    # frames rotated 180 degrees). A real robot's upright cameras: none, with orientation none.
     stored_orientation: Literal["auto", "none", "rot180"] = "auto"
-    # lerobot: the state (8 values) and action (7) features; null: the first of observation.state
-    # / state and of action / actions that the dataset has (LeRobot's and openpi's LIBERO copies).
+    # lerobot: the state feature, 8 values; null: observation.state, else state (openpi's copy)
     state_key: str | None = None
-    action_key: str | None = None
+    action_key: str | None = None  # lerobot: the action feature, 7 values; null: action / actions
     filter_noops: bool = False  # drop no-op steps as OpenVLA does
     normalization: Literal["q99", "mean_std", "none"] = "q99"  # q99: [q01, q99] -> [-1, 1]
     stats_path: str | None = None  # `atlas data stats` JSON; null: computed from the train split
@@ -292,6 +291,12 @@ class AtlasConfig:
                 "data.augmentation.num_cached_variants",
                 "must be >= 1 to train from the feature cache with augmentation on "
                 "(K augmented variants per sample are cached), or turn augmentation off",
+            ),
+            (
+                d.synthetic is not None and d.format != "libero_hdf5",
+                "data.synthetic",
+                "generates LIBERO HDF5 files: use data.format: libero_hdf5, or convert them "
+                "once with `atlas data convert` and set data.synthetic: null",
             ),
             (
                 d.use_feature_cache and self.eval.rollout_interval > 0,
