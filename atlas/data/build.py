@@ -30,7 +30,7 @@ from atlas.data.dataset import LiberoDataset
 from atlas.data.libero_hdf5 import LiberoIndex, build_index
 from atlas.data.normalization import Normalizer, load_stats
 from atlas.data.stats import compute_stats
-from atlas.data.synthetic import generate_synthetic
+from atlas.data.synthetic import DATA_SEED, generate_synthetic
 from atlas.data.transforms import frame_orientation
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,17 @@ def build_data_index(d: DataConfig) -> LiberoIndex:
 def ensure_synthetic(path: str | Path, spec: SyntheticConfig) -> None:
     """Generate the synthetic dataset at `path` unless it exists (several ranks may race).
 
-    The seed is fixed (0) so the data does not change with training.seed.
+    The seed is fixed (DATA_SEED) so the data does not change with training.seed, and the
+    synthetic rollout env knows the layouts it was generated from.
     """
     path = Path(path)
     if path.exists():
         return
     log.info("generating the synthetic dataset into %s", path)
     try:
-        generate_synthetic(path, spec.tasks, spec.demos, spec.steps, spec.image_size, seed=0)
+        generate_synthetic(
+            path, spec.tasks, spec.demos, spec.steps, spec.image_size, seed=DATA_SEED
+        )
     except (FileExistsError, OSError):
         if not path.exists():  # a real failure, not another rank having won the rename
             raise

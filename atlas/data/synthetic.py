@@ -29,9 +29,10 @@ from atlas.data import synthetic_scene as world
 log = logging.getLogger(__name__)
 
 STATE_DIM = 34  # time, arm xyz, fingers (2), 4 objects x (xyz + quat xyzw)
-_DOWN_AXIS_ANGLE = np.array([np.pi, 0.0, 0.0])  # gripper pointing down
+DATA_SEED = 0  # the seed of the dataset the trainer generates (layouts, demos)
+DOWN_AXIS_ANGLE = np.array([np.pi, 0.0, 0.0])  # gripper pointing down
 _DOWN_QUAT_XYZW = np.array([1.0, 0.0, 0.0, 0.0])
-_FINGER_OPEN = 0.04  # metres per finger
+FINGER_OPEN = 0.04  # metres per finger
 
 
 def synthetic_tasks(n: int) -> list[dict[str, str]]:
@@ -64,7 +65,7 @@ def generate_synthetic(
     demos: int = 10,
     steps: int = 40,
     image_size: int = 128,
-    seed: int = 0,
+    seed: int = DATA_SEED,
 ) -> Path:
     """Write `tasks` files `<task_name>_demo.hdf5` with `demos` demos into out_dir.
 
@@ -176,8 +177,8 @@ def _write_demo(
     for t in range(steps):
         frame = world.render_agentview(static, scene, pos[t], grip[t], block[t])
         agent[t], wrist[t] = frame, world.render_wrist(frame, pos[t])
-    fingers = np.stack([_FINGER_OPEN * (1 - grip), -_FINGER_OPEN * (1 - grip)], axis=1)
-    ee_states = np.concatenate([pos, np.tile(_DOWN_AXIS_ANGLE, (steps, 1))], axis=1)
+    fingers = np.stack([FINGER_OPEN * (1 - grip), -FINGER_OPEN * (1 - grip)], axis=1)
+    ee_states = np.concatenate([pos, np.tile(DOWN_AXIS_ANGLE, (steps, 1))], axis=1)
     quat = np.tile(_DOWN_QUAT_XYZW, (steps, 1))
     states = _sim_states(scene, pos, fingers, block)
     done = np.zeros(steps, dtype=np.uint8)

@@ -43,6 +43,11 @@ JITTER = 0.04  # per-demo displacement of every object around the task layout (m
 ARM_JITTER = 0.05  # per-demo displacement of the arm's start
 TOLERANCE = 0.01  # metres; a motion phase ends inside this distance
 HOLD_STEPS = 2  # no-op steps recorded once the task is done
+HOLD_PHASE = 8  # the expert's last phase: hold still
+GRASP_REACH = BLOCK_HALF  # the fingers close over the block within this xy offset (max-norm)
+GRASP_HEIGHT = 0.035  # ... and with the gripper at most this far above the block's base
+WORKSPACE_LOW = np.array([-TABLE_HALF, -TABLE_HALF, Z_LOW])  # the arm cannot leave this box
+WORKSPACE_HIGH = np.array([TABLE_HALF, TABLE_HALF, 0.2])
 
 
 @dataclass
@@ -84,41 +89,101 @@ def jitter_scene(base: Scene, rng: np.random.Generator) -> Scene:
     return Scene(base.target, blocks, base.place, move(base.place_xy), arm, tint)
 
 
+@dataclass
+class WorldState:
+    """What changes during an episode (the Scene is what does not)."""
+
+    pos: np.ndarray  # arm xyz
+    grip: float  # 0 open .. 1 closed
+    block: np.ndarray  # the named block's xyz (z = 0: on the table or the receptacle)
+    holding: bool  # the named block is in the closed gripper
+
+
+def initial_state(scene: Scene) -> WorldState:
+    """The arm at its start, gripper open, the named block on the table."""
+    block = np.array([*scene.blocks[scene.target][1], 0.0])
+    return WorldState(scene.arm_start.astype(np.float64).copy(), 0.0, block, False)
+
+
+def apply_action(state: WorldState, action: np.ndarray) -> WorldState:
+    """One control step, the world's only physics (the recorder and the env both call it).
+
+    LIBERO's action meaning: action[:3] clipped to [-1, 1] moves the arm by STEP_M per unit (held
+    inside the workspace), rotation is ignored, the gripper closes by half a stroke per step when
+    action[6] > 0 and opens otherwise. A grasp succeeds only when the closing stroke completes
+    with the fingers around the block (GRASP_REACH, GRASP_HEIGHT); opening drops the block.
+    """
+    a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    pos = np.clip(state.pos + a[:3] * STEP_M, WORKSPACE_LOW, WORKSPACE_HIGH)
+    grip = float(np.clip(state.grip + (0.5 if a[6] > 0 else -0.5), 0.0, 1.0))
+    holding = state.holding and grip == 1.0
+    if not state.holding and grip == 1.0 and state.grip < 1.0:
+        reach = np.abs(pos[:2] - state.block[:2]).max() <= GRASP_REACH
+        holding = bool(reach and pos[2] - state.block[2] <= GRASP_HEIGHT)
+    block = pos - np.array([0.0, 0.0, 0.01]) if holding else state.block.copy()
+    if not holding:
+        block[2] = 0.0  # released (or never held): it rests below the gripper
+    return WorldState(pos, grip, block, holding)
+
+
+def task_done(scene: Scene, state: WorldState) -> bool:
+    """The goal (On block receptacle): the named block, released, rests on the receptacle."""
+    on = np.hypot(*(state.block[:2] - scene.place_xy)) < PLACE_RADIUS
+    return bool(on and not state.holding and state.block[2] == 0.0)
+
+
+class ScriptedExpert:
+    """The demonstrator: a phase machine over the world state (module docstring).
+
+    Each phase ends when its position goal is within TOLERANCE, or after two gripper steps; with
+    an rng, teleoperation-like noise is added to real motions (holds stay exact no-ops).
+    """
+
+    def __init__(self, scene: Scene, rng: np.random.Generator | None = None) -> None:
+        self.scene, self.rng = scene, rng
+        self.phase, self.wait = 0, 0
+
+    @property
+    def finished(self) -> bool:
+        """Done and held still for HOLD_STEPS steps: a demo ends here."""
+        return self.phase == HOLD_PHASE and self.wait >= HOLD_STEPS
+
+    def act(self, state: WorldState) -> np.ndarray:
+        """The action [7] for `state` (advances the phase first when its goal is reached)."""
+        goal, gripper_cmd = _phase_goal(self.phase, state.pos, state.block, self.scene.place_xy)
+        if goal is not None and np.linalg.norm(goal - state.pos) < TOLERANCE:
+            self.phase += 1
+        elif goal is None and self.phase < HOLD_PHASE and self.wait == 2:
+            self.phase, self.wait = self.phase + 1, 0
+        goal, gripper_cmd = _phase_goal(self.phase, state.pos, state.block, self.scene.place_xy)
+        action = np.zeros(7)
+        action[6] = gripper_cmd
+        if goal is None:  # gripper phases and the final hold
+            self.wait += 1
+            return action
+        move = np.clip((goal - state.pos) / STEP_M, -1.0, 1.0)
+        if self.rng is not None and np.abs(move).max() > 0.2:
+            move = np.clip(move + self.rng.normal(0.0, ACTION_NOISE, 3), -1.0, 1.0)
+        action[:3] = move
+        return action
+
+
 def run_expert(scene: Scene, steps: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Roll the scripted expert out until it is done (plus HOLD_STEPS) or for `steps` steps.
 
     Returns per step (the state BEFORE the action, as LIBERO records it): "pos" [T, 3],
     "grip" [T] (0 open .. 1 closed), "block" [T, 3] (the named block), "actions" [T, 7].
     """
-    pos, grip = scene.arm_start.astype(np.float64).copy(), 0.0
-    block = np.array([*scene.blocks[scene.target][1], 0.0])
-    phase, wait, attached = 0, 0, False
-    out = {k: [] for k in ("pos", "grip", "block", "actions")}
+    state, expert = initial_state(scene), ScriptedExpert(scene, rng)
+    out: dict[str, list] = {k: [] for k in ("pos", "grip", "block", "actions")}
     for _ in range(steps):
-        out["pos"].append(pos.copy())
-        out["grip"].append(grip)
-        out["block"].append(block.copy())
-        goal, gripper_cmd = _phase_goal(phase, pos, block, scene.place_xy)
-        action = np.zeros(7)
-        action[6] = gripper_cmd
-        if goal is not None:
-            move = np.clip((goal - pos) / STEP_M, -1.0, 1.0)
-            if np.abs(move).max() > 0.2:  # noise only on real motion: holds stay exact no-ops
-                move = np.clip(move + rng.normal(0.0, ACTION_NOISE, 3), -1.0, 1.0)
-            action[:3] = move
-            pos = pos + move * STEP_M
-            if np.linalg.norm(goal - pos) < TOLERANCE:
-                phase += 1
-        else:  # gripper phases and the final hold: two steps each
-            grip = float(np.clip(grip + 0.5 * gripper_cmd, 0.0, 1.0)) if phase < 8 else grip
-            wait += 1
-            if phase < 8 and wait == 2:
-                phase, wait = phase + 1, 0
-                attached = phase == 3  # closed after the grasp, released after phase 6
-        if attached:
-            block = pos - np.array([0.0, 0.0, 0.01])
+        out["pos"].append(state.pos.copy())
+        out["grip"].append(state.grip)
+        out["block"].append(state.block.copy())
+        action = expert.act(state)
         out["actions"].append(action)
-        if phase == 8 and wait >= HOLD_STEPS:
+        state = apply_action(state, action)
+        if expert.finished:
             break
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 

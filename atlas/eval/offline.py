@@ -7,6 +7,8 @@
                           step of every predicted chunk (`action_mask`)
     gripper_accuracy      fraction of valid steps whose predicted gripper command has the sign of
                           the target (LIBERO: -1 open, +1 close)
+    position / rotation   per-group L1 beside the mean training action's on the same steps, and
+                          their ratio (`atlas.eval.metrics`; the position ratio is the headline)
 
 Sums and counts are reduced across ranks (never means of means), so a sharded validation gives the
 same numbers as one process. `atlas eval --checkpoint DIR` rebuilds the checkpoint's validation
@@ -29,12 +31,18 @@ import torch
 from torch import Tensor, nn
 
 from atlas.distributed.env import all_reduce_sum
+from atlas.eval.metrics import (
+    GRIPPER,
+    ROW_WIDTH,
+    SAMPLES,
+    error_metrics,
+    format_metrics_table,
+    per_sample_sums,
+)
 from atlas.training.precision import PrecisionPolicy, resolve_precision
 
 log = logging.getLogger(__name__)
 
-ACTION_DIMS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
-GRIPPER = 6  # index of the gripper command in a 7-value action
 # The loss components of the policy contract; fixed so every rank reduces the same-sized tensor
 # even when it holds no validation batch.
 LOSS_KEYS = ("loss", "loss_pose", "loss_gripper")
@@ -51,10 +59,9 @@ class _Sums:
     """Running sums, kept in float64 tensors so ranks reduce them with one collective each."""
 
     def __init__(self, num_tasks: int, device: torch.device) -> None:
-        d = len(ACTION_DIMS)
-        # Per task: [abs err (d), sq err (d), gripper correct, valid steps, samples,
-        #            per-task loss sum, per-task loss samples]
-        self.task = torch.zeros(num_tasks, 2 * d + 5, dtype=torch.float64, device=device)
+        # Per task: a sums row of atlas.eval.metrics, whose last two columns hold the per-task
+        # loss sum and its sample count.
+        self.task = torch.zeros(num_tasks, ROW_WIDTH, dtype=torch.float64, device=device)
         # Sample-weighted sums: [*LOSS_KEYS, mean-action baseline loss, samples]
         self.loss = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64, device=device)
 
@@ -81,8 +88,9 @@ def evaluate_policy(
 
     Returns {"loss", "loss_pose", "loss_gripper", "mean_action_loss" (the same loss for a
     constant prediction of the mean training action, a reference point), "l1": {dim: v},
-    "mse": {dim: v}, "l1_mean", "mse_mean", "gripper_accuracy", "num_samples",
-    "per_task": {name: {l1, mse, l1_mean, mse_mean, gripper_accuracy, num_samples[, loss]}}}.
+    "mse": {dim: v}, "l1_mean", "mse_mean", "gripper_accuracy", "num_samples", the per-group
+    keys of `atlas.eval.metrics.error_metrics` ("position_l1", "position_ratio", ...),
+    "per_task": {name: {the same error metrics[, loss]}}}.
     """
     tasks = task_names or list(getattr(getattr(loader, "dataset", None), "tasks", None) or [])
     if not tasks:  # the sums are sized by task (and must be the same size on every rank)
@@ -122,6 +130,7 @@ class _MeanActionBaseline:
         loss_cfg = cfg.loss if cfg is not None else LossConfig()
         self.loss_fn = VLALoss(loss_cfg)
         mean = torch.tensor(normalizer.stats["action"]["mean"], dtype=torch.float64)
+        self.action = mean.to(device)  # action units, for the per-group baseline errors
         pred = normalizer.normalize_action(mean).float()
         if loss_cfg.gripper_loss == "bce":  # the head predicts a logit: invert tanh(x / 2)
             pred[GRIPPER] = 2 * torch.atanh(pred[GRIPPER].clamp(-0.999, 0.999))
@@ -143,22 +152,9 @@ def _accumulate(
     """Add one batch's errors (action units) and losses to the running sums."""
     target, mask = batch["actions"], batch["action_mask"]
     b = target.shape[0]
-    weight = mask.to(torch.float64)  # [B, Hc]
     pred_u = normalizer.unnormalize_action(pred.detach().double())
     target_u = normalizer.unnormalize_action(target.double())
-    err = (pred_u - target_u) * weight[..., None]  # [B, Hc, 7], zero on padded steps
-    grip_ok = ((pred_u[..., GRIPPER] > 0) == (target_u[..., GRIPPER] > 0)).double() * weight
-    per_sample = torch.cat(
-        [
-            err.abs().sum(1),  # [B, 7]
-            err.square().sum(1),  # [B, 7]
-            grip_ok.sum(1, keepdim=True),
-            weight.sum(1, keepdim=True),
-            torch.ones(b, 1, dtype=torch.float64, device=weight.device),
-            torch.zeros(b, 2, dtype=torch.float64, device=weight.device),
-        ],
-        dim=1,
-    )
+    per_sample = per_sample_sums(pred_u, target_u, mask.to(torch.float64), baseline.action)
     sums.task.index_add_(0, batch["task_index"].to(sums.task.device), per_sample)
     zero = torch.zeros((), device=sums.loss.device)
     values = [losses.get(k, zero).detach().to(sums.loss.device) for k in LOSS_KEYS]
@@ -190,39 +186,23 @@ def _finalize(sums: _Sums, tasks: list[str], per_task_loss: bool) -> dict[str, A
     """Reduce the sums across ranks and turn them into means."""
     all_reduce_sum(sums.task)
     all_reduce_sum(sums.loss)
-    d = len(ACTION_DIMS)
     total = sums.task.sum(0)
     out: dict[str, Any] = {}
     n = max(float(sums.loss[-1]), 1.0)
     for i, key in enumerate(LOSS_KEYS):
         out[key] = float(sums.loss[i]) / n
     out["mean_action_loss"] = float(sums.loss[len(LOSS_KEYS)]) / n
-    out.update(_error_metrics(total, d))
+    out.update(error_metrics(total))
     out["per_task"] = {}
     for t, row in enumerate(sums.task):
-        if row[2 * d + 2] == 0:  # no sample of this task in the split
+        if row[SAMPLES] == 0:  # no sample of this task in the split
             continue
         name = tasks[t] if t < len(tasks) else f"task_{t}"
-        entry = _error_metrics(row, d)
+        entry = error_metrics(row)
         if per_task_loss:
             entry["loss"] = float(row[-2]) / max(float(row[-1]), 1.0)
         out["per_task"][name] = entry
     return out
-
-
-def _error_metrics(row: Tensor, d: int) -> dict[str, Any]:
-    """L1 / MSE per dimension, gripper accuracy and counts from one row of sums."""
-    steps = max(float(row[2 * d + 1]), 1.0)
-    l1 = (row[:d] / steps).tolist()
-    mse = (row[d : 2 * d] / steps).tolist()
-    return {
-        "l1": dict(zip(ACTION_DIMS, l1)),
-        "mse": dict(zip(ACTION_DIMS, mse)),
-        "l1_mean": sum(l1) / d,
-        "mse_mean": sum(mse) / d,
-        "gripper_accuracy": float(row[2 * d]) / steps,
-        "num_samples": int(row[2 * d + 2]),
-    }
 
 
 # ------------------------------------------------------------------------------ atlas eval
@@ -343,23 +323,3 @@ def _datasets(cfg: Any) -> tuple[Any, Any, Any]:
     from atlas.data import build_datasets
 
     return build_datasets(cfg)
-
-
-def format_metrics_table(result: dict[str, Any]) -> str:
-    """Per-task rows plus an overall row, then the per-dimension errors (action units)."""
-    header = f"{'task':<60} {'n':>6} {'loss':>8} {'L1':>8} {'MSE':>9} {'grip acc':>8}"
-    rows = [header, "-" * len(header)]
-
-    def row(name: str, m: dict[str, Any]) -> str:
-        loss = f"{m['loss']:8.4f}" if "loss" in m else f"{'':8}"
-        return (
-            f"{name[:60]:<60} {m['num_samples']:>6} {loss} {m['l1_mean']:8.4f} "
-            f"{m['mse_mean']:9.5f} {m['gripper_accuracy']:8.3f}"
-        )
-
-    rows += [row(name, m) for name, m in result["per_task"].items()]
-    rows += ["-" * len(header), row("overall", result)]
-    rows += ["", f"{'dim':<8} {'L1':>10} {'MSE':>12}"]
-    rows += [f"{d:<8} {result['l1'][d]:10.5f} {result['mse'][d]:12.6f}" for d in ACTION_DIMS]
-    rows += ["", f"mean-action baseline loss: {result['mean_action_loss']:.4f}"]
-    return "\n".join(rows)

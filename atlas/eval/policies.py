@@ -1,4 +1,8 @@
-"""The policy contract a rollout consumes, a random policy for smoke tests, and a picklable spec.
+"""The policy contract a rollout consumes, reference policies, and a picklable spec.
+
+Reference policies: `RandomPolicy` (smoke tests), `MeanActionPolicy` (always the mean training
+action of a checkpoint: what a policy that learned nothing from its inputs does) and, in the
+synthetic world only, the scripted expert (`atlas.eval.synthetic_env.ExpertPolicy`).
 
 Contract (implemented by `atlas.models.policy.AtlasVLAPolicy`):
 
@@ -11,15 +15,29 @@ where observation = {"images": {camera: uint8 [h, w, 3]}, "instruction": str, "s
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from atlas.eval.synthetic_env import ExpertPolicy
+
 log = logging.getLogger(__name__)
 
 ACTION_DIM = 7
+PolicyKind = Literal["checkpoint", "random", "expert", "mean-action"]
+CHECKPOINT_KINDS = ("checkpoint", "mean-action")  # kinds read from --checkpoint
+
+
+class PolicyOutputError(ValueError):
+    """The policy returned something that is not an action chunk [H, 7] of finite values."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint cannot act in this environment (cameras, action width)."""
 
 
 @runtime_checkable
@@ -47,37 +65,88 @@ class RandomPolicy:
         return self._rng.uniform(-1.0, 1.0, (self.chunk_size, ACTION_DIM)).astype(np.float32)
 
 
+class MeanActionPolicy:
+    """The checkpoint's mean training action (from its normalization.json), every step: [1, 7]."""
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        stats = json.loads((Path(checkpoint) / "normalization.json").read_text())["stats"]
+        self.action = np.asarray(stats["action"]["mean"], dtype=np.float32)[None]
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def predict_action(self, observation: dict[str, Any]) -> np.ndarray:
+        return self.action.copy()
+
+
+def check_checkpoint(checkpoint: str | Path, cameras: tuple[str, ...]) -> None:
+    """Refuse, before any episode, a checkpoint that cannot act in an env offering `cameras`.
+
+    Reads only config.json (the cameras the policy was trained on) and normalization.json (the
+    action width); raises CheckpointMismatchError or FileNotFoundError naming the file.
+    """
+    root = Path(checkpoint)
+    for name in ("config.json", "normalization.json"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(
+                f"{root / name}: missing (--checkpoint needs an exported policy)"
+            )
+    from atlas.data.lerobot_meta import libero_camera
+
+    trained = list(json.loads((root / "config.json").read_text())["data"]["cameras"])
+    # A LeRobot feature key stands for its LIBERO camera (see with_libero_cameras).
+    missing = [c for c in trained if libero_camera(c) not in cameras]
+    if missing:
+        raise CheckpointMismatchError(
+            f"{root / 'config.json'}: the policy was trained on cameras {trained}, but this env "
+            f"renders only {list(cameras)} ({missing} missing)"
+        )
+    width = len(json.loads((root / "normalization.json").read_text())["stats"]["action"]["mean"])
+    if width != ACTION_DIM:
+        raise CheckpointMismatchError(
+            f"{root / 'normalization.json'}: the policy's actions have {width} values; a rollout "
+            f"needs {ACTION_DIM} (xyz, roll-pitch-yaw, gripper)"
+        )
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """How to build a policy inside a worker process (picklable, unlike a loaded model).
 
     kind: "checkpoint" loads `AtlasVLAPolicy.from_pretrained(checkpoint)`; "random" builds a
-    `RandomPolicy(chunk_size, seed)`.
+    `RandomPolicy(chunk_size, seed)`; "mean-action" a `MeanActionPolicy(checkpoint)`; "expert"
+    the synthetic world's scripted expert.
     """
 
-    kind: Literal["checkpoint", "random"] = "checkpoint"
+    kind: PolicyKind = "checkpoint"
     checkpoint: str | None = None
     chunk_size: int = 8
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind == "checkpoint" and not self.checkpoint:
-            raise ValueError("a checkpoint policy needs --checkpoint DIR (or use --policy random)")
+        if self.kind in CHECKPOINT_KINDS and not self.checkpoint:
+            raise ValueError(
+                f"--policy {self.kind} needs --checkpoint DIR (or use --policy random)"
+            )
 
     @property
     def name(self) -> str:
         """A short identity recorded with the results (a resumed run must use the same one)."""
-        return "random" if self.kind == "random" else f"checkpoint:{self.checkpoint}"
+        return f"{self.kind}:{self.checkpoint}" if self.kind in CHECKPOINT_KINDS else self.kind
 
     def __call__(self) -> RolloutPolicy:
         if self.kind == "random":
             return RandomPolicy(self.chunk_size, self.seed)
+        if self.kind == "mean-action":
+            return MeanActionPolicy(self.checkpoint)
+        if self.kind == "expert":
+            return ExpertPolicy()
         # Imported here: the model stack is heavy and owned by atlas.models.
         from atlas.models.policy import AtlasVLAPolicy
 
         policy = AtlasVLAPolicy.from_pretrained(self.checkpoint)
         log.info("loaded policy from %s (cameras %s)", self.checkpoint, policy.config.data.cameras)
-        return with_libero_cameras(policy)
+        return with_libero_cameras(policy.eval())  # once: predict_action never switches modes
 
 
 def with_libero_cameras(policy: Any) -> RolloutPolicy:

@@ -16,6 +16,7 @@ this process, which appends them to the results file that a rerun resumes from.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import multiprocessing as mp
 import os
@@ -30,8 +31,8 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from atlas.eval.libero_env import SUITE_MAX_STEPS, check_suite
-from atlas.eval.policies import ACTION_DIM, RolloutPolicy
+from atlas.eval.libero_env import SUITE_MAX_STEPS
+from atlas.eval.policies import ACTION_DIM, PolicyOutputError, RolloutPolicy
 from atlas.eval.rollout_results import (
     EpisodeResult,
     ResultsFile,
@@ -41,12 +42,25 @@ from atlas.eval.rollout_results import (
     summarize,
     write_summary,
 )
+from atlas.eval.synthetic_env import SYNTHETIC_MAX_STEPS, SYNTHETIC_SUITE
 from atlas.eval.video import side_by_side, write_video
 
 log = logging.getLogger(__name__)
 
 WAIT_STEPS = 10
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # no motion, gripper open
+# Policy steps per episode of every suite: LIBERO's, and the synthetic world's (atlas.eval.
+# synthetic_env), which runs through this same loop.
+STEP_LIMITS: dict[str, int] = {**SUITE_MAX_STEPS, SYNTHETIC_SUITE: SYNTHETIC_MAX_STEPS}
+
+
+def check_rollout_suite(suite: str) -> str:
+    """`suite` if it is a known LIBERO suite or the synthetic one, else a ValueError."""
+    if suite not in STEP_LIMITS:
+        close = difflib.get_close_matches(suite, list(STEP_LIMITS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown suite {suite!r}{hint} (known: {', '.join(STEP_LIMITS)})")
+    return suite
 
 
 class TaskEnv(Protocol):
@@ -86,7 +100,7 @@ class RolloutConfig:
     progress: bool | None = None  # None: only when stderr is a terminal
 
     def __post_init__(self) -> None:
-        check_suite(self.suite)
+        check_rollout_suite(self.suite)
         # Accept str / list from callers; frozen, hence object.__setattr__.
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if self.tasks is not None:
@@ -99,7 +113,7 @@ class RolloutConfig:
 
     @property
     def step_limit(self) -> int:
-        return self.max_steps if self.max_steps is not None else SUITE_MAX_STEPS[self.suite]
+        return self.max_steps if self.max_steps is not None else STEP_LIMITS[self.suite]
 
 
 @dataclass
@@ -115,9 +129,12 @@ def as_action_chunk(actions: Any) -> np.ndarray:
     if chunk.ndim == 1:
         chunk = chunk[None]
     if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] != ACTION_DIM:
-        raise ValueError(f"policy must return actions [H, {ACTION_DIM}], got {chunk.shape}")
+        raise PolicyOutputError(
+            f"policy must return actions [H, {ACTION_DIM}] (xyz, roll-pitch-yaw, gripper), got "
+            f"{chunk.shape}"
+        )
     if not np.isfinite(chunk).all():
-        raise ValueError("policy returned non-finite actions")
+        raise PolicyOutputError("policy returned non-finite actions")
     return np.clip(chunk, -1.0, 1.0)
 
 
@@ -266,7 +283,7 @@ def _task_ids(config: RolloutConfig, n_tasks: int) -> list[int]:
         return list(range(n_tasks))
     bad = [t for t in config.tasks if not 0 <= t < n_tasks]
     if bad:
-        raise RolloutSetupError(f"{config.suite} has tasks 0..{n_tasks - 1}; got {bad}")
+        raise RolloutSetupError(f"--tasks: {config.suite} has tasks 0..{n_tasks - 1}; got {bad}")
     return list(config.tasks)
 
 

@@ -1,6 +1,8 @@
 """VLALoss: the training objective on a normalized action chunk.
 
-    loss = pose_weight * SmoothL1(pose) + gripper_weight * gripper_term
+    loss = pose_weight * pose_term + gripper_weight * gripper_term
+    pose_term    = SmoothL1(pose)                            (pose_loss: smooth_l1, beta 1)
+                 | L1(pose)                                  (pose_loss: l1)
     gripper_term = L1(gripper)                               (gripper_loss: l1)
                  | BCE-with-logits(logit, target > 0)        (gripper_loss: bce)
 
@@ -23,7 +25,7 @@ from atlas.config.schema import LossConfig
 from atlas.models.action_head import POSE_DIM
 
 
-def _gripper_l1(pred: Tensor, target: Tensor) -> Tensor:
+def _l1(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs()
 
 
@@ -31,9 +33,18 @@ def _gripper_bce(logit: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logit, (target > 0).to(logit.dtype), reduction="none")
 
 
+def _pose_smooth_l1(pred: Tensor, target: Tensor) -> Tensor:
+    return F.smooth_l1_loss(pred, target, reduction="none")
+
+
+# Per-element pose losses, [B, Hc, 6] -> [B, Hc, 6]; selected by LossConfig.pose_loss.
+POSE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "smooth_l1": _pose_smooth_l1,
+    "l1": _l1,
+}
 # Per-element gripper losses, [B, Hc] -> [B, Hc]; selected by LossConfig.gripper_loss.
 GRIPPER_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "l1": _gripper_l1,
+    "l1": _l1,
     "bce": _gripper_bce,
 }
 
@@ -52,7 +63,10 @@ class VLALoss(nn.Module):
             raise ValueError(
                 f"gripper_loss {cfg.gripper_loss!r}; choose from {list(GRIPPER_LOSSES)}"
             )
+        if cfg.pose_loss not in POSE_LOSSES:
+            raise ValueError(f"pose_loss {cfg.pose_loss!r}; choose from {list(POSE_LOSSES)}")
         self.cfg = cfg
+        self.pose_fn = POSE_LOSSES[cfg.pose_loss]
         self.gripper_fn = GRIPPER_LOSSES[cfg.gripper_loss]
 
     def forward(
@@ -66,7 +80,7 @@ class VLALoss(nn.Module):
         # clamp: a batch whose chunks are all masked (cannot happen with step 0 always valid)
         # gives zero loss instead of NaN.
         valid = weight.sum().clamp_min(1.0)
-        pose = F.smooth_l1_loss(pred[..., :POSE_DIM], target[..., :POSE_DIM], reduction="none")
+        pose = self.pose_fn(pred[..., :POSE_DIM], target[..., :POSE_DIM])
         loss_pose = (pose.mean(-1) * weight).sum() / valid
         gripper = self.gripper_fn(pred[..., POSE_DIM], target[..., POSE_DIM])
         loss_gripper = (gripper * weight).sum() / valid

@@ -232,11 +232,13 @@ class AtlasVLAPolicy(nn.Module):
             state = torch.as_tensor(np.asarray(observation["state"], dtype=np.float32))
             batch["proprio"] = self.normalizer.normalize_proprio(state).unsqueeze(0)
         was_training = self.training
-        self.eval()
+        if was_training:  # switching walks every submodule: costlier than the tiny demo model
+            self.eval()
         try:
             chunk = self.predict_chunk(batch)[0].float().cpu()
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
         return self.normalizer.unnormalize_action(chunk).numpy()
 
     def cache_instructions(self, instructions: Sequence[str], release: bool = False) -> None:

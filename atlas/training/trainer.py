@@ -40,6 +40,7 @@ from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo, all_reduce_mean, init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
+from atlas.eval.metrics import GROUP_KEYS, group_lines
 from atlas.eval.offline import evaluate_policy
 from atlas.logs import setup_logging
 from atlas.training.build import build_model, build_training_data, log_banner, seed_everything
@@ -291,6 +292,7 @@ class Trainer:
             "best_step": p.best_step if p.best_step >= 0 else None,
             "final_val_loss": val.get("loss"),
             "mean_action_val_loss": val.get("mean_action_loss"),
+            **{f"val_{k}": val.get(k) for k in GROUP_KEYS},
             "throughput_samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else None,
             "throughput_steps_per_s": round(steps / elapsed, 3) if elapsed > 0 else None,
             "world_size": self.info.world_size,
@@ -307,7 +309,8 @@ class Trainer:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as aligned `key: value` lines, with the mean-action comparison spelled out."""
+    """The summary as aligned `key: value` lines, then the mean-action comparison spelled out:
+    the loss, and per action group (position last: the headline, see atlas.eval.metrics)."""
     lines = [f"  {k}: {v}" for k, v in summary.items()]
     final, base = summary.get("final_val_loss"), summary.get("mean_action_val_loss")
     if final is not None and base:
@@ -315,4 +318,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  final val loss {final:.4f} vs {base:.4f} for always predicting the mean training "
             f"action ({100 * final / base:.1f}%)"
         )
+    if summary.get("val_position_l1") is not None:
+        groups = group_lines({k: summary[f"val_{k}"] for k in GROUP_KEYS})
+        lines += [f"  val {line}" for line in groups[::-1]]
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from atlas.config.schema import LossConfig
 from atlas.data.normalization import Normalizer
-from atlas.eval.offline import ACTION_DIMS, evaluate_policy, format_metrics_table
+from atlas.eval.metrics import ACTION_DIMS, format_metrics_table
+from atlas.eval.offline import evaluate_policy
 from atlas.models.loss import VLALoss
 
 CPU = torch.device("cpu")
@@ -114,3 +115,25 @@ def test_an_empty_shard_still_reports() -> None:
     assert out["num_samples"] == 0 and out["per_task"] == {}
     with pytest.raises(ValueError, match="task_names"):
         evaluate_policy(FakePolicy(), [], Normalizer(_stats(1.0), "none"), CPU)
+
+
+def test_group_metrics_sit_beside_the_mean_action_on_the_same_steps() -> None:
+    normalizer = Normalizer(_stats(scale=2.0), "mean_std")  # action = 2 * normalized + 0.25
+    batch = _batch([0, 1, 0])
+    batch["actions"][..., :3] = 0.5  # 1.25 in action units; the mean action is 0.25
+    out = evaluate_policy(FakePolicy(), [batch], normalizer, CPU, task_names=["a", "b"])
+    position = 2 * OFFSET[:3].abs().mean().item()
+    assert out["position_l1"] == pytest.approx(position)
+    assert out["mean_action_position_l1"] == pytest.approx(1.0)
+    assert out["position_ratio"] == pytest.approx(position)
+    assert out["rotation_l1"] == pytest.approx(2 * OFFSET[3:6].abs().mean().item())
+    assert out["rotation_ratio"] is None  # rotation targets equal the mean: nothing to beat
+    # Gripper: step 0 of each sample is closed, step 1 open, one step 1 masked: 5 valid steps.
+    # The mean (0.25 > 0) always says "closed"; the policy flips task 1's (one sample) sign.
+    assert out["mean_action_gripper_accuracy"] == pytest.approx(3 / 5)
+    assert out["gripper_accuracy"] == pytest.approx(3 / 5)
+    assert out["gripper_error_ratio"] == pytest.approx(1.0)
+    assert out["per_task"]["a"]["gripper_accuracy"] == 1.0
+    assert out["per_task"]["a"]["mean_action_gripper_accuracy"] == pytest.approx(2 / 3)
+    table = format_metrics_table({**out, "loss": 1.0})
+    assert table.splitlines()[-3].startswith("position L1 ")
