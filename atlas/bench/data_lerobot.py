@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def _folders(args: argparse.Namespace, tmp: str) -> dict[str, Path]:
     }
 
 
-def _ours(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int) -> float:
+def _ours(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int):
+    """(samples/s, samples per CPU-second with 0 workers else None) of AtlasVLA's loader."""
     from atlas.bench.data import _throughput
 
     cfg = AtlasConfig()
@@ -71,9 +73,29 @@ def _ours(root: Path, args: argparse.Namespace, workers: int, batches: int, wind
     )
     loader = build_dataloader(train, cfg, sampler, train=True)
     try:
-        return _throughput(loader, batches, windows)
+        rate = _throughput(loader, batches, windows)
+        return (rate, cpu_rate(loader, batches)) if workers == 0 else (rate, None)
     finally:
         del loader  # stop persistent workers before the next setting
+
+
+def cpu_rate(loader: Any, batches: int) -> float:
+    """Samples per CPU-second of this process (0 workers: it does all the loading).
+
+    Unlike samples/s this hardly depends on what else the machine runs, so on a shared machine it
+    estimates the idle rate: about `cores x cpu_rate` with one worker per core.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker; CPU time of one thread
+    try:
+        it = iter(loader)
+        next(it)
+        count, start = 0, time.process_time()
+        for _ in range(batches):
+            count += len(next(it)["images"])
+        return count / (time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _lerobot(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int):
@@ -88,7 +110,8 @@ def _lerobot(root: Path, args: argparse.Namespace, workers: int, batches: int, w
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"LeRobot's loader failed on {root}: {tail}", file=sys.stderr)
         return None
-    return float(json.loads(lines[-1])["lerobot_samples_per_s"])
+    record = json.loads(lines[-1])
+    return float(record["lerobot_samples_per_s"]), record.get("lerobot_samples_per_cpu_s")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,12 +120,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, dict[int, float | None]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, root in _folders(args, tmp).items():
-            row: dict[str, dict[int, float | None]] = {"atlas": {}, "lerobot": {}}
+            row: dict[str, dict[Any, float | None]] = {"atlas": {}, "lerobot": {}}
             for workers in args.workers:
-                row["atlas"][workers] = round(_ours(root, args, workers, batches, windows), 1)
+                rate, cpu = _ours(root, args, workers, batches, windows)
+                row["atlas"][workers] = round(rate, 1)
+                if cpu is not None:
+                    row["atlas"]["per_cpu_s"] = round(cpu, 1)
                 if args.lerobot_python:
-                    rate = _lerobot(root, args, workers, max(batches // 4, 5), windows)
-                    row["lerobot"][workers] = None if rate is None else round(rate, 1)
+                    theirs = _lerobot(root, args, workers, max(batches // 4, 5), windows)
+                    row["lerobot"][workers] = None if theirs is None else round(theirs[0], 1)
+                    if theirs is not None and theirs[1] is not None:
+                        row["lerobot"]["per_cpu_s"] = round(theirs[1], 1)
             results[name] = row
     return {
         "bench": "data_lerobot",
@@ -124,7 +152,7 @@ def table(r: dict[str, Any]) -> str:
         f"{'dataset':<14} {'workers':>8} {'atlas /s':>10} {'lerobot /s':>11} {'ratio':>7}",
     ]
     for name, row in r["samples_per_s"].items():
-        for w, ours in row["atlas"].items():
+        for w, ours in row["atlas"].items():  # per_cpu_s: samples per CPU-second, 0 workers
             theirs = row["lerobot"].get(w)
             ratio = f"{ours / theirs:6.1f}x" if theirs else f"{'-':>7}"
             shown = f"{theirs:>11.0f}" if theirs else f"{'-':>11}"

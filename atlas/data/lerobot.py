@@ -125,9 +125,11 @@ def build_lerobot_index(
         _check_videos(meta, keys.values())
         for data_file, episodes in _by_data_file(meta).items():
             table = _read_lowdim(meta.path(data_file), lowdim)
+            rows = _rows_by_episode(table)
             for ep in episodes:
                 try:
-                    _add_episode(index, root_id, meta, ep, table, keys, filter_noops)
+                    ep_rows = rows.get(ep.index, np.empty(0, np.int64))
+                    _add_episode(index, root_id, meta, ep, table, ep_rows, keys, filter_noops)
                 except DataError as e:
                     if not skip_bad_episodes:
                         raise
@@ -175,20 +177,30 @@ def _read_lowdim(path: Path, keys: dict[str, str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _rows_by_episode(table: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """episode_index -> its row numbers in the file, in frame order (one sort for the file)."""
+    order = np.lexsort((table["frame_index"], table["episode_index"]))
+    if len(order) == 0:
+        return {}
+    episodes = table["episode_index"][order]
+    starts = np.flatnonzero(np.r_[True, episodes[1:] != episodes[:-1]])
+    bounds = np.r_[starts, len(order)]
+    return {int(episodes[a]): order[a:b] for a, b in zip(bounds[:-1], bounds[1:])}
+
+
 def _add_episode(
     index: LeRobotIndex,
     root_id: int,
     meta: LeRobotMeta,
     ep,
     table: dict[str, np.ndarray],
+    rows: np.ndarray,
     keys: dict[str, str],
     filter_noops: bool,
 ) -> None:
-    """Append one episode (its rows of `table`, in frame order) to the index."""
+    """Append one episode (its `rows` of `table`, in frame order) to the index."""
     demo = f"episode_{ep.index:06d}"
     where = str(meta.path(ep.data_file))
-    rows = np.flatnonzero(table["episode_index"] == ep.index)
-    rows = rows[np.argsort(table["frame_index"][rows], kind="stable")]
     if len(rows) != ep.length or len(rows) == 0:
         msg = f"{len(rows)} rows but meta/episodes says length {ep.length}"
         raise DataError(where, msg, demo=demo, key="episode_index")
