@@ -4,7 +4,8 @@
                                [--lerobot-python PATH]
 
 Without --data, synthetic LIBERO demos with 256 px cameras (the size of the LIBERO LeRobot
-publications) are written and converted by `atlas data convert` into a video folder (AV1,
+publications), textured so that AV1 spends on them about what it spends on LIBERO's rendered
+frames (`add_texture`), are written and converted by `atlas data convert` into a video folder (AV1,
 LeRobot's encoder settings) and an image folder (PNG in the parquet). For each folder and worker
 count, AtlasVLA's loader (`build_datasets` + `build_dataloader`, data.format: lerobot, two cameras
 resized to --image-size, uint8 batches) is timed on random samples; with --lerobot-python (an
@@ -45,10 +46,38 @@ def _folders(args: argparse.Namespace, tmp: str) -> dict[str, Path]:
 
     tasks, demos = (2, 4) if args.quick else (4, 12)
     suite = generate_synthetic(Path(tmp) / "suite", tasks, demos, 64, args.source_size, seed=0)
+    if args.texture > 0:
+        add_texture(suite, args.texture)
     return {
         "av1 video": convert_to_lerobot(suite, Path(tmp) / "video"),
         "png images": convert_to_lerobot(suite, Path(tmp) / "image", video=False),
     }
+
+
+def add_texture(suite: Path, amplitude: float, seed: int = 0) -> None:
+    """Overlay a fixed multi-scale texture and sensor noise on every camera frame, in place.
+
+    The synthetic scenes are flat colours, which AV1 codes in ~0.5 KB a frame; LIBERO's rendered
+    scenes cost ~3.5 KB a frame in lerobot/libero (1.9 GB for 273,465 frames of 2 cameras), and
+    decoding time grows with that. Amplitude 5 gives about 3.4 KB a frame at 256 px.
+    """
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for path in sorted(suite.glob("*.hdf5")):
+        with h5py.File(path, "r+") as f:
+            for demo in f["data"].values():
+                for camera in CAMERAS:
+                    frames = demo["obs"][camera]
+                    side = frames.shape[1]
+                    texture = np.zeros((side, side, 3), np.float32)
+                    for cell in (4, 16, 64):
+                        grid = rng.standard_normal((side // cell + 1, side // cell + 1, 3))
+                        texture += np.kron(grid, np.ones((cell, cell, 1)))[:side, :side]
+                    noise = rng.standard_normal(frames.shape) * 0.3
+                    values = frames[()] + amplitude * (texture + noise)
+                    frames[...] = np.clip(values, 0, 255).astype(np.uint8)
 
 
 def _ours(root: Path, args: argparse.Namespace, workers: int, batches: int, windows: int):
@@ -136,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "data_lerobot",
         "image_size": args.image_size,
         "source_size": args.source_size if not args.data else None,
+        "texture": args.texture if not args.data else None,
         "cameras": len(CAMERAS),
         "batch_size": args.batch_size,
         "cpu_count": os.cpu_count(),
@@ -162,6 +192,9 @@ def table(r: dict[str, Any]) -> str:
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-size", type=int, default=256, help="generated camera side")
+    parser.add_argument(
+        "--texture", type=float, default=5.0, help="texture amplitude (0: flat synthetic frames)"
+    )
     parser.add_argument(
         "--lerobot-python", help="python of a virtualenv with lerobot, to time LeRobot's loader"
     )

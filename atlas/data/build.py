@@ -105,24 +105,15 @@ def build_datasets(cfg: AtlasConfig) -> tuple[LiberoDataset, LiberoDataset | Non
 
 def build_data_index(d: DataConfig) -> LiberoIndex:
     """Index `d.paths` with the reader of `d.format` (the metadata pass; bad input raises here)."""
+    common: dict[str, Any] = dict(
+        filter_noops=d.filter_noops, skip_bad_episodes=d.skip_bad_episodes
+    )
     if d.format == "lerobot":
         from atlas.data.lerobot import build_lerobot_index  # needs pyarrow / PyAV
 
-        return build_lerobot_index(
-            d.paths,
-            d.cameras,
-            state_key=d.state_key,
-            action_key=d.action_key,
-            filter_noops=d.filter_noops,
-            skip_bad_episodes=d.skip_bad_episodes,
-        )
-    return build_index(
-        d.paths,
-        d.cameras,
-        instruction_source=d.instruction_source,
-        filter_noops=d.filter_noops,
-        skip_bad_episodes=d.skip_bad_episodes,
-    )
+        keys = dict(state_key=d.state_key, action_key=d.action_key)
+        return build_lerobot_index(d.paths, d.cameras, **keys, **common)
+    return build_index(d.paths, d.cameras, instruction_source=d.instruction_source, **common)
 
 
 def ensure_synthetic(path: str | Path, spec: SyntheticConfig) -> None:
