@@ -108,7 +108,7 @@ def test_meta_load_drops_track_head_with_one_log_line(blob, tiny_model, tmp_path
     torch.testing.assert_close(out["depth"], blob["outputs"]["depth"], rtol=0, atol=1e-5)
 
 
-def test_meta_load_assigns_without_copy_and_drops_disabled_heads(blob, caplog) -> None:
+def test_meta_load_assigns_without_copy_and_drops_disabled_heads(blob, tiny_model, caplog) -> None:
     config = replace(config_from_fixture(blob["config"]), enable_depth=False, enable_point=False)
     model = build_vggt(config, device="meta")
     state = dict(blob["state_dict"])
@@ -121,7 +121,12 @@ def test_meta_load_assigns_without_copy_and_drops_disabled_heads(blob, caplog) -
     assert model.state_dict()[key].data_ptr() == state[key].data_ptr()
     with torch.no_grad():
         tokens, _ = model.aggregator(blob["images"], layers=[-1])
-    torch.testing.assert_close(tokens[0], blob["outputs"]["aggregated_tokens"][-1], rtol=0, atol=0)
+        reference, _ = tiny_model.aggregator(blob["images"], layers=[-1])
+    # Bitwise against a model loaded the ordinary way in this process (same machine, same kernels);
+    # the fixture was made on another CPU, whose summation order differs in the last bits.
+    assert torch.equal(tokens[0], reference[0])
+    expected = blob["outputs"]["aggregated_tokens"][-1]
+    torch.testing.assert_close(tokens[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_safetensors_and_pt_load_the_same(blob, tiny_model, tmp_path) -> None:
