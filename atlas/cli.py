@@ -66,21 +66,32 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate the config, print the resolved YAML and exit",
     )
+    add_debug_arg(p)
+
+
+def add_debug_arg(p: argparse.ArgumentParser) -> None:
+    """--debug: show the traceback of an error instead of its one-line report (or ATLAS_DEBUG=1)."""
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps `atlas --debug train` working (the top-level flag)
+        help="show the full traceback of an error (same as ATLAS_DEBUG=1)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """`atlas train` and `python atlas/train.py`: config -> run_training."""
-    from atlas.config import ConfigError, dump_yaml, load_config
+    """`atlas train` and `python atlas/train.py`: config -> run_training.
+
+    Run it through `atlas.errors.guarded`: a bad input (found before anything is written) exits 2
+    in one line, a run whose loss or gradients went non-finite exits 1.
+    """
+    from atlas.config import dump_yaml, load_config
 
     config = args.config or str(packaged_config(DEMO_CONFIG))
     overrides = list(args.overrides)
     if args.resume:
         overrides.append(f"checkpoint.resume={args.resume}")
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+    cfg = load_config(config, overrides)
     if args.dry_run:
         sys.stdout.write(dump_yaml(cfg))
         return 0
@@ -88,24 +99,8 @@ def run_train(args: argparse.Namespace) -> int:
         log.info("No --config given: training the embedded demo (%s)", config)
     from atlas.training.trainer import run_training
 
-    try:
-        run_training(cfg, progress=not args.no_progress)
-    except user_errors() as e:
-        # Bad data, weights or checkpoints: the message names the file and the fix; a traceback
-        # would only bury it. Under torchrun the non-zero exit ends the other ranks.
-        log.error("%s: %s", type(e).__name__, e)
-        return 2
+    run_training(cfg, progress=not args.no_progress)
     return 0
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's files or settings, reported without a traceback."""
-    from atlas.checkpoint.layout import CheckpointError
-    from atlas.config import ConfigError
-    from atlas.data.errors import DataError
-    from atlas.models.vggt.loading import CheckpointError as WeightsError
-
-    return (ConfigError, DataError, CheckpointError, WeightsError, FileNotFoundError)
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -123,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="AtlasVLA: train and evaluate a geometry-grounded VLA on LIBERO.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'atlas COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (ATLAS_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -157,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check the environment (and a config's paths)")
     add_config_args(p)
+    add_debug_arg(p)
     p.set_defaults(handler=_lazy("atlas.doctor", "run_doctor"))
     return parser
 
@@ -170,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
-    return args.handler(args)
+    from atlas.errors import guarded
+
+    return guarded(args.handler, args)
 
 
 def _env_rank() -> int:

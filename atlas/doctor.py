@@ -1,14 +1,14 @@
 """`atlas doctor [--config CFG]`: the environment checks of `train.sh`, as a command.
 
 Checks Python, the torch build, CUDA / NCCL and the GPUs, required and optional packages, and for a
-config: that it validates, that its data and weight paths exist and that its save_dir is writable.
+config: that it validates, the inputs training checks before it starts (data paths and cameras,
+weights, statistics, load_from, resume; `atlas.training.preflight`) and that save_dir is writable.
 Prints a table and one summary line; exits 1 when something the config needs is missing.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib.metadata
 import os
 import platform
@@ -87,28 +87,23 @@ def environment_checks() -> list[Check]:
 
 
 def config_checks(path: str, overrides: list[str]) -> list[Check]:
-    """Validate a config and check the paths it needs."""
+    """Validate a config, then the inputs training checks before it starts (the same function)."""
     from atlas.config import ConfigError, load_config
+    from atlas.training.preflight import input_problems
 
     try:
         cfg = load_config(path, overrides)
     except ConfigError as e:
         return [Check("config", "FAIL", str(e).replace("\n", " "))]
     checks = [Check("config", "ok", f"{path} validates")]
-    synth = cfg.data.synthetic is not None
-    for p in cfg.data.paths:
-        found = bool(glob.glob(p)) or Path(p).exists()
-        status = "ok" if found else ("info" if synth else "FAIL")
-        detail = "found" if found else ("generated on first run" if synth else "missing")
-        checks.append(Check(f"data: {p}", status, detail))
-    weights = {"model.vggt.checkpoint": cfg.model.vggt.checkpoint}
-    lang = cfg.model.language_encoder.name_or_path
-    if lang != "minilm":
-        weights["model.language_encoder.name_or_path"] = lang
-    for key, p in weights.items():
-        if p is not None:
-            ok = Path(p).exists()
-            checks.append(Check(key, "ok" if ok else "FAIL", f"{p} {'found' if ok else 'missing'}"))
+    d = cfg.data
+    if d.synthetic is not None and d.paths and not Path(d.paths[0]).exists():
+        checks.append(Check(f"data: {d.paths[0]}", "info", "generated on first run"))
+    problems = input_problems(cfg)
+    checks += [Check(key, "FAIL", problem) for key, problem in problems]
+    if not problems:
+        named = "data paths and cameras, weights, stats_path, load_from, resume"
+        checks.append(Check("inputs", "ok", f"found and readable: {named}"))
     checks.append(_writable(cfg.checkpoint.save_dir))
     return checks
 

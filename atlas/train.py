@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return run_train(args)
+    from atlas.errors import guarded
+
+    return guarded(run_train, args)
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ def load_config(
         source = f"{source} (with --set overrides)" if "--set" not in source else source
     cfg = from_dict(AtlasConfig, raw, source=source)
     problems = cfg.validate()
-    if problems:
-        lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
-        raise ConfigError(f"{source}: invalid configuration:\n{lines}")
+    if problems:  # one line, however many: every key named with what it needs
+        listed = "; ".join(f"{key}: {msg}" for key, msg in problems)
+        raise ConfigError(f"{source}: {listed}")
     return cfg
 
 
@@ -90,17 +90,56 @@ def config_from_resolved(data: dict[str, Any], source: str) -> AtlasConfig:
 # ------------------------------------------------------------------------------------- internals
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
+            if key in seen:
+                first = seen[key]
+                where = f"lines {first.line + 1} and {mark.line + 1}"
+                if first.line == mark.line:
+                    where = (
+                        f"line {mark.line + 1}, columns {first.column + 1} and {mark.column + 1}"
+                    )
+                raise ConfigError(
+                    f"{mark.name}: key '{key}' appears twice in one mapping ({where}); the second "
+                    "would silently replace the first: merge them into one"
+                )
+            seen[key] = mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    """YAML text -> data, with duplicate keys refused; `name` is what marks and errors cite."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = name  # the file (or flag) the marks of the messages name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (pass --config PATH to an existing YAML)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _parse_yaml(path.read_text(), str(path))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if raw is None:
-        return {}
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
+    if raw is None:  # an empty file is a mistake: a config holds at least what it changes
+        raise ConfigError(
+            f"{path}: the file is empty; a config holds the keys that differ from the defaults "
+            "(see atlas/configs/debug.yaml), or leave out --config for the demo"
+        )
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (model, data, training, ...), "
+            f"got a {type(raw).__name__}"
+        )
     return raw
 
 
@@ -108,7 +147,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=2e-4")
     key, _, text = item.partition("=")
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = _parse_yaml(text, f"--set {key}") if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"--set {item}: the value is not valid YAML ({_one_line(e)}); check brackets and "
+            "quotes, e.g. --set data.cameras=[agentview_rgb,eye_in_hand_rgb]"
+        ) from None
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -117,6 +162,14 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message (problem, context, a caret drawing) as one line."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _suggest(word: str, options: typing.Iterable[str]) -> str:

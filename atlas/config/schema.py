@@ -11,6 +11,7 @@ total optimizer steps) are computed here and nowhere else.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -258,7 +259,17 @@ class AtlasConfig:
             (not 0.0 <= d.val_split < 1.0, "data.val_split", "must be in [0, 1)"),
             (d.num_workers < 0, "data.num_workers", "must be >= 0"),
             (t.gradient_accumulation_steps < 1, "training.gradient_accumulation_steps", ">= 1"),
-            (t.learning_rate <= 0, "training.learning_rate", "must be > 0"),
+            (not d.paths, "data.paths", "needs at least one suite folder, .hdf5 file or glob"),
+            (
+                _not_rate(t.learning_rate),
+                "training.learning_rate",
+                f"{_RATE}, got {t.learning_rate}",
+            ),
+            (
+                not 0 <= t.weight_decay < math.inf,
+                "training.weight_decay",
+                f">= 0, got {t.weight_decay}",
+            ),
             (t.warmup_steps < 0, "training.warmup_steps", "must be >= 0"),
             (not 0.0 <= t.min_lr_ratio <= 1.0, "training.min_lr_ratio", "must be in [0, 1]"),
             (t.epochs < 1 and t.max_steps is None, "training.epochs", "must be >= 1"),
@@ -267,7 +278,22 @@ class AtlasConfig:
             (t.val_interval < 1, "training.val_interval", "must be >= 1"),
             (t.cpu_threads is not None and t.cpu_threads < 1, "training.cpu_threads", ">= 1"),
             (len(t.betas) != 2, "training.betas", "needs exactly two values"),
-            (t.adam_eps <= 0, "training.adam_eps", "must be > 0"),
+            (
+                not all(0.0 <= b < 1.0 for b in t.betas),
+                "training.betas",
+                f"each must be in [0, 1) (AdamW's moment decay rates), got {t.betas}",
+            ),
+            (_not_rate(t.adam_eps), "training.adam_eps", "must be a finite number > 0"),
+            (
+                t.max_grad_norm is not None and _not_rate(t.max_grad_norm),
+                "training.max_grad_norm",
+                "must be a finite number > 0, or null for no clipping",
+            ),
+            (
+                not 0 <= m.fusion.dropout < 1,
+                "model.fusion.dropout",
+                f"in [0, 1), got {m.fusion.dropout}",
+            ),
             (self.checkpoint.save_interval < 1, "checkpoint.save_interval", "must be >= 1"),
             (self.checkpoint.max_keep_ckpts < 1, "checkpoint.max_keep_ckpts", "must be >= 1"),
             (m.action_head.chunk_size < 1, "model.action_head.chunk_size", "must be >= 1"),
@@ -309,10 +335,12 @@ class AtlasConfig:
             ),
         ]
         problems = [(key, msg) for bad, key, msg in rules if bad]
-        for name in t.module_lr:
+        for name, lr in t.module_lr.items():
             if name not in POLICY_MODULES:
                 problems.append((f"training.module_lr.{name}", f"not one of {POLICY_MODULES}"))
-        return problems
+            elif _not_rate(lr):
+                problems.append((f"training.module_lr.{name}", f"{_RATE}, got {lr}"))
+        return problems + _backbone_problems(m.vggt)
 
     # -- derived values: computed here and nowhere else ------------------------------------
 
@@ -340,3 +368,36 @@ class AtlasConfig:
 
 def _not_square(n: int) -> bool:
     return n < 1 or math.isqrt(n) ** 2 != n
+
+
+_RATE = "must be a finite number > 0 (e.g. 1e-4)"
+
+
+def _not_rate(x: float) -> bool:
+    """True unless `x` is a finite positive number (NaN fails every comparison, hence `not`)."""
+    return not 0.0 < x < math.inf
+
+
+def _backbone_problems(vggt: VGGTBackboneConfig) -> list[tuple[str, str]]:
+    """The preset name (with the closest one) and the layer indices against its depth."""
+    # The presets are declared beside the model they build; importing them pulls in torch, which
+    # every command that validates a config loads anyway.
+    from atlas.models.vggt.config import VGGT_PRESETS
+
+    if vggt.preset not in VGGT_PRESETS:
+        close = difflib.get_close_matches(vggt.preset, VGGT_PRESETS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        known = ", ".join(sorted(VGGT_PRESETS))
+        return [("model.vggt.preset", f"unknown preset '{vggt.preset}'{hint}; known: {known}")]
+    depth = VGGT_PRESETS[vggt.preset].depth
+    bad = [i for i in vggt.layers if not -depth <= i < depth]
+    if not vggt.layers or bad:
+        return [
+            (
+                "model.vggt.layers",
+                f"{vggt.layers}: preset '{vggt.preset}' has {depth} aggregator layers, so each "
+                f"index must be in [-{depth}, {depth - 1}] (negative counts from the end) and "
+                "at least one is needed",
+            )
+        ]
+    return []

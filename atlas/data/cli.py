@@ -53,6 +53,13 @@ def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersA
         "paths", nargs="+", help="suite folders, .hdf5 files or globs, or LeRobotDataset folders"
     )
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument(
+        "--quick", action="store_true", help="check only the first demo of each file (fast)"
+    )
+    inspect.add_argument(
+        "--cameras",
+        help="comma-separated cameras every demo must have (default: every obs/*_rgb found)",
+    )
     inspect.set_defaults(handler=run_inspect)
 
     convert = subparsers.add_parser(
@@ -113,14 +120,21 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from atlas.data.summary import format_summary, summarize
+    """Exit 0 when every demo checks out, 1 when any problem was found (all are listed)."""
+    from atlas.data.summary import format_problems, format_summary, inspect_files
 
+    cameras = [c for c in args.cameras.split(",") if c] if args.cameras else None
     try:
-        summary = summarize(args.paths)
+        summary = inspect_files(args.paths, cameras=cameras, quick=args.quick)
     except DataError as e:
         return _fail(e)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+        if summary["problems"]:
+            print(format_problems(summary), file=sys.stderr)
+    return 1 if summary["problems"] else 0
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ _STEP_KEYS: dict[str, tuple[tuple[int | None, ...], str]] = {
     "obs/gripper_states": ((2,), "f"),
 }
 _IMAGE_SPEC: tuple[tuple[int | None, ...], str] = ((None, None, 3), "u")
+ACTION_LIMIT = 1.0  # LIBERO actions are normalized controller commands in [-1, 1]
 NOOP_THRESHOLD = 1e-4  # OpenVLA: ||a[:6]|| below this with an unchanged gripper is a no-op
 
 
@@ -153,6 +154,26 @@ def instruction_from_problem_info(file: h5py.File, path: str | Path) -> str:
         raise DataError(str(path), f"no language_instruction in the JSON ({e})", key=key) from None
 
 
+def open_hdf5(path: str | Path) -> h5py.File:
+    """`path` opened read-only; any failure is a DataError that names the file and the cause.
+
+    h5py reports a truncated file, a damaged header, a missing signature and a permission problem
+    all as a bare OSError without the file's name.
+    """
+    try:
+        return h5py.File(path, "r")
+    except PermissionError:
+        raise DataError(str(path), "permission denied (make the file readable)") from None
+    except OSError as e:
+        text = str(e)
+        if "signature not found" in text:
+            problem = "not an HDF5 file (no HDF5 signature)"
+        else:
+            cause = text[text.find("(") + 1 : text.rfind(")")] if "(" in text else text
+            problem = f"unreadable HDF5 file ({cause}): a partial copy or download? copy it again"
+        raise DataError(str(path), problem) from None
+
+
 # ------------------------------------------------------------------------------------- checks
 
 
@@ -166,52 +187,85 @@ def demo_keys(file: h5py.File, path: str | Path) -> list[str]:
     return sorted(names, key=lambda n: (int(m.group()) if (m := re.search(r"\d+$", n)) else -1, n))
 
 
-def _check_dataset(grp: h5py.Group, key: str, spec: tuple, where: tuple[str, str]) -> h5py.Dataset:
-    """The dataset `key` of a demo, with its trailing shape and dtype kind checked."""
+def _dataset_problem(grp: h5py.Group, key: str, spec: tuple) -> str | None:
+    """What is wrong with dataset `key` of a demo (presence, trailing shape, dtype), or None."""
     trailing, kind = spec
     obj = grp.get(key)
     if not isinstance(obj, h5py.Dataset):
-        raise DataError(where[0], "missing dataset", demo=where[1], key=key)
+        return "missing dataset"
     shape_ok = obj.ndim == 1 + len(trailing) and all(
         want is None or got == want for got, want in zip(obj.shape[1:], trailing)
     )
     if not shape_ok:
         want = "(T, " + ", ".join("*" if d is None else str(d) for d in trailing) + ")"
-        raise DataError(where[0], f"shape {obj.shape}, expected {want}", demo=where[1], key=key)
+        return f"shape {obj.shape}, expected {want}"
     if obj.dtype.kind != kind:
-        expected = {"f": "a float dtype", "u": "uint8"}[kind]
-        raise DataError(where[0], f"dtype {obj.dtype}, expected {expected}", where[1], key)
+        return f"dtype {obj.dtype}, expected {'a float dtype' if kind == 'f' else 'uint8'}"
     if kind == "u" and obj.dtype != np.uint8:
-        raise DataError(where[0], f"dtype {obj.dtype}, expected uint8", where[1], key)
-    return obj
+        return f"dtype {obj.dtype}, expected uint8"
+    return None
+
+
+def check_demo(
+    file: h5py.File, path: str | Path, demo: str, cameras: Sequence[str]
+) -> tuple[list[DataError], dict[str, np.ndarray]]:
+    """Every problem of one demo (none raised), and its per-step arrays as float64 [T, D].
+
+    Checks each per-step array and camera (present, shape, dtype), that all have the same number
+    of steps (at least one), and that the per-step arrays are finite. The arrays are returned only
+    when the demo has no problem. No image is read.
+    """
+    where, grp = (str(path), f"data/{demo}"), file["data"][demo]
+    specs = {**_STEP_KEYS, **{f"obs/{c}": _IMAGE_SPEC for c in cameras}}
+    problems = [
+        DataError(where[0], problem, demo=where[1], key=key)
+        for key, spec in specs.items()
+        if (problem := _dataset_problem(grp, key, spec)) is not None
+    ]
+    if problems:
+        return problems, {}
+    length = grp["actions"].shape[0]
+    if length == 0:
+        return [DataError(where[0], "empty demo (0 steps)", demo=where[1], key="actions")], {}
+    for key in specs:
+        if (steps := grp[key].shape[0]) != length:
+            problem = f"{steps} steps but actions has {length}"
+            problems.append(DataError(where[0], problem, demo=where[1], key=key))
+    values = {k: np.asarray(grp[k][()], dtype=np.float64) for k in _STEP_KEYS}
+    for key, value in values.items():
+        if not np.isfinite(value).all():
+            bad = np.flatnonzero(~np.isfinite(value).all(axis=1))
+            problem = f"NaN or inf at {len(bad)} step(s), the first at step {int(bad[0])}"
+            problems.append(DataError(where[0], problem, demo=where[1], key=key))
+    return problems, ({} if problems else values)
+
+
+def actions_out_of_range(actions: np.ndarray, limit: float = ACTION_LIMIT) -> str | None:
+    """A note when actions [T, 7] leave [-limit, limit] (LIBERO's controller range), else None."""
+    outside = np.abs(actions) > limit
+    if not outside.any():
+        return None
+    step, dim = (int(i) for i in np.argwhere(outside)[0])
+    return (
+        f"{int(outside.sum())} value(s) outside [-{limit:g}, {limit:g}] (LIBERO actions are "
+        f"normalized controller commands), the first {actions[step, dim]:g} at step {step}, "
+        f"dimension {dim}: are these raw, unscaled commands?"
+    )
 
 
 def read_demo(
     file: h5py.File, path: str | Path, demo: str, cameras: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int, int]]]:
-    """Check one demo and read its small arrays (no image is read).
+    """Check one demo (raising its first problem) and read its small arrays (no image is read).
 
     Returns actions float32 [T, 7], proprio float32 [T, 8] and the frame shape of each camera.
     """
-    where = (str(path), f"data/{demo}")
-    grp = file["data"][demo]
-    arrays = {k: _check_dataset(grp, k, spec, where) for k, spec in _STEP_KEYS.items()}
-    images = {c: _check_dataset(grp, f"obs/{c}", _IMAGE_SPEC, where) for c in cameras}
-    length = arrays["actions"].shape[0]
-    if length == 0:
-        raise DataError(where[0], "empty demo (0 steps)", demo=where[1], key="actions")
-    for key, obj in [*arrays.items(), *((f"obs/{c}", d) for c, d in images.items())]:
-        if obj.shape[0] != length:
-            msg = f"{obj.shape[0]} steps but actions has {length}"
-            raise DataError(where[0], msg, demo=where[1], key=key)
-    values = {k: np.asarray(d[()], dtype=np.float64) for k, d in arrays.items()}
-    for key, value in values.items():
-        if not np.isfinite(value).all():
-            bad = int(np.flatnonzero(~np.isfinite(value).all(axis=1))[0])
-            msg = f"NaN or inf at step {bad}"
-            raise DataError(where[0], msg, demo=where[1], key=key)
+    problems, values = check_demo(file, path, demo, cameras)
+    if problems:
+        raise problems[0]
     proprio = np.concatenate([values["obs/ee_states"], values["obs/gripper_states"]], axis=1)
-    shapes = {c: tuple(int(s) for s in d.shape[1:]) for c, d in images.items()}
+    grp = file["data"][demo]
+    shapes = {c: tuple(int(s) for s in grp[f"obs/{c}"].shape[1:]) for c in cameras}
     return values["actions"].astype(np.float32), proprio.astype(np.float32), shapes  # type: ignore[return-value]
 
 
@@ -246,9 +300,13 @@ def build_index(
     index = LiberoIndex(files=[str(f) for f in files], tasks=[], episodes=[])
     for file_id, path in enumerate(files):
         try:
-            _index_file(
-                index, file_id, path, cameras, instruction_source, filter_noops, skip_bad_episodes
-            )
+            try:
+                _index_file(
+                    index, file_id, path, cameras, instruction_source, filter_noops,
+                    skip_bad_episodes,
+                )  # fmt: skip
+            except (OSError, KeyError, RuntimeError) as e:  # damaged past its header
+                raise DataError(str(path), f"unreadable HDF5 file ({e})") from None
         except DataError as e:
             if not skip_bad_episodes:
                 raise
@@ -271,14 +329,13 @@ def _index_file(
     skip_bad: bool,
 ) -> None:
     """Append the episodes of one file to `index` (see build_index)."""
-    if not h5py.is_hdf5(path):
-        raise DataError(str(path), "not an HDF5 file")
-    with h5py.File(path, "r") as file:
+    with open_hdf5(path) as file:
         demos = demo_keys(file, path)
         if source == "filename":
             instruction = instruction_from_filename(path)
         else:
             instruction = instruction_from_problem_info(file, path)
+        out_of_range: list[tuple[str, str]] = []  # (demo, note): one warning for the file
         for demo in demos:
             try:
                 actions, proprio, shapes = _read_demo_wrapped(file, path, demo, cameras)
@@ -288,6 +345,8 @@ def _index_file(
                 log.warning("skipping bad episode: %s", e)
                 index.skipped += 1
                 continue
+            if (note := actions_out_of_range(actions)) is not None:
+                out_of_range.append((demo, note))
             steps = np.arange(len(actions), dtype=np.int64)
             if filter_noops:
                 steps = steps[~noop_mask(actions)]
@@ -299,6 +358,12 @@ def _index_file(
             task = index.tasks.index(instruction)
             episode = Episode(file_id, demo, task, steps, actions[steps], proprio[steps], shapes)
             index.episodes.append(episode)
+    if out_of_range:
+        demo, note = out_of_range[0]
+        log.warning(
+            "%s: actions outside [-1, 1] in %d of %d demos; data/%s: actions: %s",
+            path, len(out_of_range), len(demos), demo, note,
+        )  # fmt: skip
 
 
 def _read_demo_wrapped(

@@ -1,5 +1,14 @@
-"""What is in a set of LIBERO HDF5 files or LeRobotDataset folders (`atlas data inspect`), from
-metadata and actions only."""
+"""What is in a set of LIBERO HDF5 files or LeRobotDataset folders, and what is wrong with them
+(`atlas data inspect`).
+
+`inspect_files` checks every demo of every file with the same rules as the training reader
+(`check_demo`: datasets present, dtypes, shapes, lengths agree, finite values) plus LIBERO's action
+range, and lists each problem with its file, demo and key; an unreadable file is one problem and
+the rest are still checked. `quick=True` checks only the first demo of each file and takes the
+others' lengths from metadata (the fast overview of a large suite). Images are never read.
+LeRobotDataset folders are summarized task by task after the checks training runs on them (their
+first problem is raised as a DataError).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +22,50 @@ import numpy as np
 from atlas.data.errors import DataError
 from atlas.data.lerobot_meta import is_lerobot_root, load_meta
 from atlas.data.libero_hdf5 import (
+    actions_out_of_range,
+    check_demo,
     demo_keys,
     instruction_from_filename,
     instruction_from_problem_info,
+    open_hdf5,
     resolve_paths,
 )
 
 
-def summarize(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
-    """Per file: suite, both instruction wordings, demos, steps, image shapes, action ranges.
+def inspect_files(
+    paths: str | Path | Sequence[str | Path],
+    cameras: Sequence[str] | None = None,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Per file: suite, instructions, demos, steps, image shapes, action ranges; and the problems.
 
-    Returns {"files": [...], "num_files", "num_demos", "num_steps"}; raises DataError on a file
-    that cannot be read as a LIBERO demo file. LeRobotDataset folders are summarized task by task
-    (one entry per task of each folder), after the same checks training runs.
+    `cameras`: the image datasets every demo must have (default: every `obs/*_rgb` dataset found in
+    any demo of the file). Returns {"files", "problems", "num_files", "num_demos", "num_steps"};
+    each problem is {"file", "demo", "key", "problem"} (demo and key None for a whole file). A path
+    that matches nothing raises DataError.
     """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if items and all(is_lerobot_root(p) for p in items):
         files = summarize_lerobot(items)
-    else:
-        files = [_summarize_file(p) for p in resolve_paths(paths)]
+        return {"files": files, "problems": [], **_totals(files)}
+    files, problems = [], []
+    for path in resolve_paths(paths):
+        found: list[DataError] = []
+        try:
+            with open_hdf5(path) as f:
+                files.append(_summarize_file(f, path, cameras, quick, found))
+        except DataError as e:
+            found.append(e)
+        except (OSError, KeyError, RuntimeError) as e:  # damaged past its header
+            found.append(DataError(str(path), f"unreadable HDF5 file ({e})"))
+        problems += [
+            {"file": e.file, "demo": e.demo, "key": e.key, "problem": e.problem} for e in found
+        ]
+    return {"files": files, "problems": problems, **_totals(files)}
+
+
+def _totals(files: list[dict[str, Any]]) -> dict[str, int]:
     return {
-        "files": files,
         "num_files": len(files),
         "num_demos": sum(f["demos"] for f in files),
         "num_steps": sum(f["steps"] for f in files),
@@ -72,45 +104,64 @@ def summarize_lerobot(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
     return entries
 
 
-def _summarize_file(path: Path) -> dict[str, Any]:
-    if not h5py.is_hdf5(path):
-        raise DataError(str(path), "not an HDF5 file")
-    with h5py.File(path, "r") as f:
-        demos = demo_keys(f, path)
-        lengths, lows, highs = [], [], []
-        for demo in demos:
-            actions = f["data"][demo].get("actions")
-            if not isinstance(actions, h5py.Dataset) or actions.ndim != 2 or not len(actions):
-                raise DataError(str(path), "missing or empty", demo=f"data/{demo}", key="actions")
-            values = actions[()]
-            lengths.append(len(values))
-            lows.append(values.min(axis=0))
-            highs.append(values.max(axis=0))
-        obs = f["data"][demos[0]].get("obs")
-        images = {}
+def _summarize_file(
+    f: h5py.File, path: Path, cameras: Sequence[str] | None, quick: bool, problems: list[DataError]
+) -> dict[str, Any]:
+    """One file's summary; its problems are appended to `problems` (none looked for when quick)."""
+    demos = demo_keys(f, path)
+    wanted = list(cameras) if cameras is not None else _rgb_datasets(f, demos)
+    lengths, ranges = [], []
+    for demo in demos[:1] if quick else demos:
+        found, values = check_demo(f, path, demo, wanted)
+        problems += found
+        if values:
+            actions = values["actions"]
+            lengths.append(len(actions))
+            ranges.append((actions.min(axis=0), actions.max(axis=0)))
+            if (note := actions_out_of_range(actions)) is not None:
+                problems.append(DataError(str(path), note, demo=f"data/{demo}", key="actions"))
+    if quick:  # the other demos' lengths from metadata alone
+        counts = (f["data"][d].get("actions") for d in demos)
+        lengths = [int(a.shape[0]) for a in counts if isinstance(a, h5py.Dataset) and a.ndim]
+    obs = f["data"][demos[0]].get("obs")
+    images = {}
+    if isinstance(obs, h5py.Group):
+        images = {k: list(v.shape[1:]) for k, v in obs.items() if getattr(v, "ndim", 0) == 4}
+    try:
+        info = instruction_from_problem_info(f, path)
+    except DataError:
+        info = None
+    return {
+        "path": str(path),
+        "suite": path.parent.name,
+        "instruction": instruction_from_filename(path),
+        "problem_info_instruction": info,
+        "demos": len(demos),
+        "steps": int(sum(lengths)),
+        "min_steps": int(min(lengths, default=0)),
+        "max_steps": int(max(lengths, default=0)),
+        "images": images,
+        "action_min": [round(float(v), 4) for v in np.min([r[0] for r in ranges], axis=0)]
+        if ranges
+        else [],
+        "action_max": [round(float(v), 4) for v in np.max([r[1] for r in ranges], axis=0)]
+        if ranges
+        else [],
+    }
+
+
+def _rgb_datasets(f: h5py.File, demos: Sequence[str]) -> list[str]:
+    """Camera names (`obs/<name>_rgb`) present in any demo: each demo must then have them all."""
+    names: dict[str, None] = {}
+    for demo in demos:
+        obs = f["data"][demo].get("obs")
         if isinstance(obs, h5py.Group):
-            images = {k: list(v.shape[1:]) for k, v in obs.items() if getattr(v, "ndim", 0) == 4}
-        try:
-            info = instruction_from_problem_info(f, path)
-        except DataError:
-            info = None
-        return {
-            "path": str(path),
-            "suite": path.parent.name,
-            "instruction": instruction_from_filename(path),
-            "problem_info_instruction": info,
-            "demos": len(demos),
-            "steps": int(sum(lengths)),
-            "min_steps": int(min(lengths)),
-            "max_steps": int(max(lengths)),
-            "images": images,
-            "action_min": [round(float(v), 4) for v in np.min(lows, axis=0)],
-            "action_max": [round(float(v), 4) for v in np.max(highs, axis=0)],
-        }
+            names.update((k, None) for k in obs.keys() if k.endswith("_rgb"))
+    return list(names)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A human-readable report of `summarize`'s result."""
+    """A human-readable report of the files `inspect_files` read (`format_problems`: the rest)."""
     lines = [
         f"{summary['num_files']} files, {summary['num_demos']} demos, {summary['num_steps']} steps"
     ]
@@ -129,5 +180,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {key:<16} {'x'.join(map(str, shape))}")
         pairs = zip(f["action_min"], f["action_max"])
         ranges = ", ".join(f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in pairs)
-        lines.append(f"  {'actions':<16} {ranges}")
+        lines.append(f"  {'actions':<16} {ranges or 'no valid demo'}")
+    return "\n".join(lines)
+
+
+def format_problems(summary: dict[str, Any]) -> str:
+    """One line per problem, `FILE: DEMO: KEY: problem`, under a count ("" when there is none)."""
+    problems = summary["problems"]
+    lines = [f"{len(problems)} problem(s):"] if problems else []
+    for p in problems:
+        where = ": ".join(part for part in (p["file"], p["demo"], p["key"]) if part)
+        lines.append(f"  {where}: {p['problem']}")
     return "\n".join(lines)

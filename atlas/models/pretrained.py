@@ -32,6 +32,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -82,6 +83,16 @@ def fingerprint(state: dict[str, Tensor], prefix: str) -> dict[str, float]:
     return {"numel": numel, "abs_sum": total}
 
 
+def _require_finite(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse to export NaN or inf weights: a policy that acts on them is worse than none."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(
+            f"not exporting {path}: {len(bad)} weight tensor(s) hold NaN or inf (the first: "
+            f"{bad[0]}); the training diverged before this export"
+        )
+
+
 def save_pretrained(
     policy: AtlasVLAPolicy,
     path: str | Path,
@@ -99,6 +110,7 @@ def save_pretrained(
     excluded = excluded_prefixes(policy, include_frozen_backbones)
     prints = {p: fingerprint(full, p) for p in excluded if any(k.startswith(p) for k in full)}
     state = {k: v for k, v in full.items() if not k.startswith(tuple(excluded))}
+    _require_finite(state, path)
     metadata = {"excluded_prefixes": json.dumps(excluded), "fingerprints": json.dumps(prints)}
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_file(_for_safetensors(state), tmp, metadata=metadata)

@@ -40,10 +40,12 @@ from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo, all_reduce_mean, init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
+from atlas.errors import user_errors
 from atlas.eval.metrics import GROUP_KEYS, group_lines
 from atlas.eval.offline import evaluate_policy
 from atlas.logs import setup_logging
 from atlas.training.build import build_model, build_training_data, log_banner, seed_everything
+from atlas.training.numerics import FiniteGuard, check_validation_loss
 from atlas.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -52,6 +54,7 @@ from atlas.training.optim import (
 )
 from atlas.training.precision import resolve_precision
 from atlas.training.preemption import PreemptionHandler
+from atlas.training.preflight import check_inputs
 from atlas.training.rollouts import TrainingRollouts
 from atlas.training.tracking import RunTracker, StepMeter, check_wandb
 
@@ -66,6 +69,7 @@ def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     info = init_distributed(cfg.training.dist_timeout_minutes)
     try:
+        check_inputs(cfg)  # every path the run reads, before the run directory is created
         setup_logging(info.rank, cfg.checkpoint.save_dir)
         log_banner(info)
         trainer = Trainer(cfg, info, progress=progress)
@@ -73,8 +77,9 @@ def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
             return trainer.fit()
         finally:
             trainer.close()
-    except BaseException:
-        log.exception("Training stopped by an error on rank %d", info.rank)
+    except BaseException as e:
+        if not isinstance(e, (*user_errors(), FloatingPointError)):  # those: one line, by the CLI
+            log.exception("Training stopped by an error on rank %d", info.rank)
         raise
     finally:
         teardown_distributed()
@@ -125,6 +130,7 @@ class Trainer:
             progress=progress,
         )  # fmt: skip
         self.meter = StepMeter(self.device)
+        self.guard = FiniteGuard(self.device, check_grad_norm=not self.scaler.is_enabled())
         self.rollouts = TrainingRollouts(cfg, info)
         self.preemption = PreemptionHandler()
         self.last_val: dict[str, Any] | None = None
@@ -190,7 +196,7 @@ class Trainer:
         """
         strategy = self.strategy
         strategy.zero_grad(self.model, self.optimizer)
-        samples = 0
+        samples, step_loss = 0, torch.zeros((), device=self.device)
         for i in range(n):
             batch = self.meter.timed_next(batches)
             with strategy.micro_batch(self.model, last=i == n - 1):
@@ -199,6 +205,7 @@ class Trainer:
                 strategy.backward(self.model, loss / n, self.scaler)
             separate_shared_grads(self.trainable)  # before anything updates .grad in place
             self.meter.add_micro(metrics)
+            step_loss = step_loss + loss.detach()
             samples += batch["actions"].shape[0]
         lrs = current_lrs(self.optimizer)  # the LRs this update uses (set by the last schedule)
         # unscale (fp16) -> clip to max_grad_norm (None: measure only) -> step; pre-clip norm
@@ -208,6 +215,7 @@ class Trainer:
         )
         self.scheduler.step()
         self.meter.add_step(grad_norm, lrs, samples)
+        self.guard.record(self.progress.step + 1, step_loss, grad_norm)  # on the device: no sync
         return samples
 
     def _after_step(self, n: int, samples: int) -> bool:
@@ -221,10 +229,13 @@ class Trainer:
         if epoch_end:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         self.tracker.advance()
+        validate = p.step % t.val_interval == 0 or epoch_end or p.step == self.total_steps
+        if validate or self._reads_or_writes(p.step):  # no sync on the other steps
+            self.guard.check(self.info, self.run_dir)
         if p.step % t.log_interval == 0:
             self._log(epoch)
         with self.meter.paused():
-            if p.step % t.val_interval == 0 or epoch_end or p.step == self.total_steps:
+            if validate:
                 self.validate(epoch)
             if self.rollouts.due(p.step):
                 result = self.rollouts.run(p.step, self.policy, self.strategy.gathered(self.model))
@@ -233,10 +244,17 @@ class Trainer:
             if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
                 self.ckpt.maybe_save(p, self.policy, self.objects, reason="epoch_end")
         if self.preemption.should_stop(self.info):  # all ranks agree on the same step
+            self.guard.check(self.info, self.run_dir)
             self.ckpt.maybe_save(p, self.policy, self.objects, force=True, reason="preemption")
             log.warning("Preempted at step %d: checkpoint saved; resume with --resume auto", p.step)
             return True
         return False
+
+    def _reads_or_writes(self, step: int) -> bool:
+        """Whether this step logs, saves at its interval or rolls out (validation steps, epoch
+        ends and the last step included by the caller): where the finite guard is read."""
+        t, c = self.cfg.training, self.cfg.checkpoint
+        return step % t.log_interval == 0 or step % c.save_interval == 0 or self.rollouts.due(step)
 
     # -- periodic work ------------------------------------------------------------------------
 
@@ -248,11 +266,6 @@ class Trainer:
         metrics["samples_per_s"] *= self.info.world_size  # mean per rank -> whole job
         if peak is not None:
             metrics["peak_mem_gib"] = peak
-        if not math.isfinite(metrics["loss"]):
-            raise FloatingPointError(
-                f"the training loss is {metrics['loss']} at step {self.progress.step}: lower "
-                "training.learning_rate, raise warmup_steps, or try mixed_precision=fp32"
-            )
         self.tracker.log_train(self.progress.step, epoch, metrics)
 
     def validate(self, epoch: int) -> dict[str, Any] | None:
@@ -269,6 +282,7 @@ class Trainer:
             )  # fmt: skip
         self.last_val, self._last_val_step = result, p.step
         self.tracker.log_val(p.step, epoch, result)
+        check_validation_loss(result["loss"], p.step, self.run_dir)
         if result["loss"] < p.best_val_loss:  # the same reduced value on every rank
             p.best_val_loss, p.best_step = result["loss"], p.step
             self.ckpt.export(self.policy, "best")
