@@ -101,30 +101,36 @@ def resolve_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
         raise DataError("<data.paths>", "no data paths given")
     found: list[Path] = []
     for item in items:
-        text = str(item)
-        if glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
-            files = [p for p in matches if p.is_file()]
-            if not files:
-                raise DataError(text, "the glob matches no file")
-        elif Path(text).is_dir():
-            root = Path(text)
-            # Hidden entries are skipped: e.g. a dataset still being generated (.name.tmp-*).
-            files = sorted(
-                p
-                for p in root.rglob("*.hdf5")
-                if not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
-            if not files:
-                raise DataError(
-                    text, "no .hdf5 files in this folder (nor a LeRobotDataset: no meta/info.json)"
-                )
-        elif Path(text).is_file():
-            files = [Path(text)]
-        else:
-            raise DataError(text, "path not found (a suite folder, an .hdf5 file or a glob)")
-        found.extend(files)
+        try:
+            found.extend(_expand(str(item)))
+        except PermissionError:  # a folder on the way that this user may not enter
+            raise DataError(str(item), "permission denied (make it readable)") from None
     return list(dict.fromkeys(found))  # keeps order, drops repeats
+
+
+def _expand(text: str) -> list[Path]:
+    """One data path (a glob, a suite folder or a file) as its HDF5 files."""
+    if glob.has_magic(text):
+        files = [p for p in sorted(Path(p) for p in glob.glob(text, recursive=True)) if p.is_file()]
+        if not files:
+            raise DataError(text, "the glob matches no file")
+        return files
+    if Path(text).is_dir():
+        root = Path(text)
+        # Hidden entries are skipped: e.g. a dataset still being generated (.name.tmp-*).
+        files = sorted(
+            p
+            for p in root.rglob("*.hdf5")
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        if not files:
+            raise DataError(
+                text, "no .hdf5 files in this folder (nor a LeRobotDataset: no meta/info.json)"
+            )
+        return files
+    if Path(text).is_file():
+        return [Path(text)]
+    raise DataError(text, "path not found (a suite folder, an .hdf5 file or a glob)")
 
 
 def instruction_from_filename(path: str | Path) -> str:

@@ -105,12 +105,12 @@ def save_pretrained(
     shards by the trainer); same keys.
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     full = policy.state_dict() if state_dict is None else state_dict
     excluded = excluded_prefixes(policy, include_frozen_backbones)
     prints = {p: fingerprint(full, p) for p in excluded if any(k.startswith(p) for k in full)}
     state = {k: v for k, v in full.items() if not k.startswith(tuple(excluded))}
-    _require_finite(state, path)
+    _require_finite(state, path)  # before anything is created
+    path.mkdir(parents=True, exist_ok=True)
     metadata = {"excluded_prefixes": json.dumps(excluded), "fingerprints": json.dumps(prints)}
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_file(_for_safetensors(state), tmp, metadata=metadata)
