@@ -277,18 +277,6 @@ class AtlasConfig:
             (t.log_interval < 1, "training.log_interval", "must be >= 1"),
             (t.val_interval < 1, "training.val_interval", "must be >= 1"),
             (t.cpu_threads is not None and t.cpu_threads < 1, "training.cpu_threads", ">= 1"),
-            (len(t.betas) != 2, "training.betas", "needs exactly two values"),
-            (
-                not all(0.0 <= b < 1.0 for b in t.betas),
-                "training.betas",
-                f"each must be in [0, 1) (AdamW's moment decay rates), got {t.betas}",
-            ),
-            (_not_rate(t.adam_eps), "training.adam_eps", "must be a finite number > 0"),
-            (
-                t.max_grad_norm is not None and _not_rate(t.max_grad_norm),
-                "training.max_grad_norm",
-                "must be a finite number > 0, or null for no clipping",
-            ),
             (
                 not 0 <= m.fusion.dropout < 1,
                 "model.fusion.dropout",
@@ -335,12 +323,7 @@ class AtlasConfig:
             ),
         ]
         problems = [(key, msg) for bad, key, msg in rules if bad]
-        for name, lr in t.module_lr.items():
-            if name not in POLICY_MODULES:
-                problems.append((f"training.module_lr.{name}", f"not one of {POLICY_MODULES}"))
-            elif _not_rate(lr):
-                problems.append((f"training.module_lr.{name}", f"{_RATE}, got {lr}"))
-        return problems + _backbone_problems(m.vggt)
+        return problems + _optimizer_problems(t) + _backbone_problems(m.vggt)
 
     # -- derived values: computed here and nowhere else ------------------------------------
 
@@ -376,6 +359,31 @@ _RATE = "must be a finite number > 0 (e.g. 1e-4)"
 def _not_rate(x: float) -> bool:
     """True unless `x` is a finite positive number (NaN fails every comparison, hence `not`)."""
     return not 0.0 < x < math.inf
+
+
+def _optimizer_problems(t: TrainingConfig) -> list[tuple[str, str]]:
+    """AdamW's numbers in their ranges, and every per-module LR naming a module of the policy."""
+    rules = [
+        (len(t.betas) != 2, "training.betas", "needs exactly two values"),
+        (
+            not all(0.0 <= b < 1.0 for b in t.betas),
+            "training.betas",
+            f"each must be in [0, 1) (AdamW's moment decay rates), got {t.betas}",
+        ),
+        (_not_rate(t.adam_eps), "training.adam_eps", "must be a finite number > 0"),
+        (
+            t.max_grad_norm is not None and _not_rate(t.max_grad_norm),
+            "training.max_grad_norm",
+            "must be a finite number > 0, or null for no clipping",
+        ),
+    ]
+    problems = [(key, msg) for bad, key, msg in rules if bad]
+    for name, lr in t.module_lr.items():
+        if name not in POLICY_MODULES:
+            problems.append((f"training.module_lr.{name}", f"not one of {POLICY_MODULES}"))
+        elif _not_rate(lr):
+            problems.append((f"training.module_lr.{name}", f"{_RATE}, got {lr}"))
+    return problems
 
 
 def _backbone_problems(vggt: VGGTBackboneConfig) -> list[tuple[str, str]]:
