@@ -115,7 +115,10 @@ class LeRobotMeta:
 
 def is_lerobot_root(path: str | Path) -> bool:
     """Whether `path` is a folder with meta/info.json (a LeRobotDataset root)."""
-    return (Path(path) / "meta" / "info.json").is_file()
+    try:
+        return (Path(path) / "meta" / "info.json").is_file()
+    except PermissionError:  # a folder this user may not enter: the path check then says so
+        return False
 
 
 def load_meta(root: str | Path) -> LeRobotMeta:
