@@ -19,15 +19,5 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """`atlas.cli.main` configures the root logger; later tests must not inherit that."""
-    import logging
-
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    root.setLevel(level)
+def _logging_restored(restore_logging: None) -> None:
+    """Every test here leaves the root logger as it found it (tests/conftest.py)."""

@@ -7,14 +7,14 @@ the same problems.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from atlas.cli import main
 from atlas.data.synthetic import generate_synthetic
+
+pytestmark = pytest.mark.usefixtures("restore_logging")  # tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG_YAML = ROOT / "atlas" / "configs" / "debug.yaml"
@@ -25,19 +25,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) LIBERO-layout suite: 1 task, 2 demos of 6 steps, 16 px, both cameras."""
     out = tmp_path_factory.mktemp("data") / "suite"
     return generate_synthetic(out, tasks=1, demos=2, steps=6, image_size=16, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """`atlas.cli.main` configures the root logger; later tests must not inherit that."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    root.setLevel(level)
 
 
 def _damaged(tmp: Path, dataset: Path) -> str:

@@ -125,3 +125,18 @@ def test_warmup_longer_than_the_run_is_said(tiny_cfg: Callable[..., AtlasConfig]
     caplog.clear()
     build_scheduler(optimizer, cfg, total_steps=101)
     assert not caplog.records
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_recording_a_step_never_synchronizes_the_gpu() -> None:
+    device = torch.device("cuda")
+    guard = FiniteGuard(device)
+    loss, norm = torch.tensor(1.0, device=device), torch.tensor(math.inf, device=device)
+    torch.cuda.set_sync_debug_mode("error")  # any device -> host wait raises
+    try:
+        for step in range(1, 4):
+            guard.record(step, loss, norm)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert guard.first_bad.tolist() == [-1, 1]
