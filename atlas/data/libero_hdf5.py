@@ -23,7 +23,8 @@ import glob
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -180,6 +181,17 @@ def open_hdf5(path: str | Path) -> h5py.File:
         raise DataError(str(path), problem) from None
 
 
+@contextmanager
+def read_hdf5(path: str | Path) -> Iterator[h5py.File]:
+    """`open_hdf5` as a context in which damage found while reading (past the header: a bad
+    block, a broken group) is a DataError naming the file too."""
+    with open_hdf5(path) as file:
+        try:
+            yield file
+        except (OSError, KeyError, RuntimeError) as e:
+            raise DataError(str(path), f"unreadable HDF5 file ({e})") from None
+
+
 # ------------------------------------------------------------------------------------- checks
 
 
@@ -306,13 +318,9 @@ def build_index(
     index = LiberoIndex(files=[str(f) for f in files], tasks=[], episodes=[])
     for file_id, path in enumerate(files):
         try:
-            try:
-                _index_file(
-                    index, file_id, path, cameras, instruction_source, filter_noops,
-                    skip_bad_episodes,
-                )  # fmt: skip
-            except (OSError, KeyError, RuntimeError) as e:  # damaged past its header
-                raise DataError(str(path), f"unreadable HDF5 file ({e})") from None
+            _index_file(
+                index, file_id, path, cameras, instruction_source, filter_noops, skip_bad_episodes
+            )
         except DataError as e:
             if not skip_bad_episodes:
                 raise
@@ -335,7 +343,7 @@ def _index_file(
     skip_bad: bool,
 ) -> None:
     """Append the episodes of one file to `index` (see build_index)."""
-    with open_hdf5(path) as file:
+    with read_hdf5(path) as file:
         demos = demo_keys(file, path)
         if source == "filename":
             instruction = instruction_from_filename(path)

@@ -27,7 +27,7 @@ from atlas.data.libero_hdf5 import (
     demo_keys,
     instruction_from_filename,
     instruction_from_problem_info,
-    open_hdf5,
+    read_hdf5,
     resolve_paths,
 )
 
@@ -52,12 +52,10 @@ def inspect_files(
     for path in resolve_paths(paths):
         found: list[DataError] = []
         try:
-            with open_hdf5(path) as f:
+            with read_hdf5(path) as f:
                 files.append(_summarize_file(f, path, cameras, quick, found))
-        except DataError as e:
+        except DataError as e:  # unreadable: one problem, and on to the next file
             found.append(e)
-        except (OSError, KeyError, RuntimeError) as e:  # damaged past its header
-            found.append(DataError(str(path), f"unreadable HDF5 file ({e})"))
         problems += [
             {"file": e.file, "demo": e.demo, "key": e.key, "problem": e.problem} for e in found
         ]

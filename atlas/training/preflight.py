@@ -20,7 +20,7 @@ import h5py
 from atlas.config import ConfigError
 from atlas.config.schema import AtlasConfig, DataConfig
 from atlas.data.errors import DataError
-from atlas.data.libero_hdf5 import demo_keys, open_hdf5, resolve_paths
+from atlas.data.libero_hdf5 import demo_keys, read_hdf5, resolve_paths
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def data_problems(d: DataConfig) -> list[Problem]:
 
 
 def _camera_problems(path: Path, cameras: Sequence[str], skip_bad: bool) -> list[Problem]:
-    """data.cameras missing from a demo of `path` (from skip_bad: only those missing everywhere)."""
-    with open_hdf5(path) as f:
+    """data.cameras missing from a demo of `path` (skip_bad: only those missing everywhere)."""
+    with read_hdf5(path) as f:
         demos = demo_keys(f, path)
         lacking: dict[str, list[str]] = {c: [] for c in cameras}
         for demo in demos:
@@ -73,17 +73,19 @@ def _camera_problems(path: Path, cameras: Sequence[str], skip_bad: bool) -> list
             for camera in cameras:
                 if camera not in present:
                     lacking[camera].append(demo)
-        has = sorted(k for k, v in (f["data"][demos[0]].get("obs") or {}).items() if v.ndim == 4)
+        first = f["data"][demos[0]].get("obs")
+        items = first.items() if isinstance(first, h5py.Group) else []
+        has = sorted(k for k, v in items if getattr(v, "ndim", 0) == 4)
     problems = []
     for camera, missing in lacking.items():
         if not missing or (skip_bad and len(missing) < len(demos)):
             continue  # skip_bad_episodes drops those demos when the dataset is built
-        where = "every demo" if len(missing) == len(demos) else f"data/{missing[0]}"
+        which = "no demo has" if len(missing) == len(demos) else f"data/{missing[0]} has no"
         problems.append(
             (
                 "data.cameras",
-                f"{path}: {where} has no obs/{camera} (its cameras: {', '.join(has) or 'none'}); "
-                "list only cameras the files have",
+                f"{path}: {which} obs/{camera} (cameras of its first demo: "
+                f"{', '.join(has) or 'none'}); list only cameras the files have",
             )
         )
     return problems
