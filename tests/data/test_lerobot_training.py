@@ -1,14 +1,22 @@
-"""A LeRobotDataset written by `lerobot` is trained on for a few steps and evaluated offline."""
+"""A LeRobotDataset written by `lerobot`: trained on for a few steps, evaluated offline, cached."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
+import pytest
+import torch
 from _lerobot_helpers import CAMERAS, FIXTURES
 
+from atlas.cache.build import build_feature_cache, open_cached_datasets
+from atlas.cache.store import CacheMissError
 from atlas.config import load_config
+from atlas.data import build_datasets
+from atlas.distributed.env import DistInfo
 from atlas.eval.offline import evaluate_checkpoint
 from atlas.training.trainer import run_training
 
@@ -42,3 +50,29 @@ def test_train_and_evaluate_on_the_lerobot_fixture(tmp_path: Path) -> None:
     result = evaluate_checkpoint(tmp_path / "run" / "final")
     assert result["num_samples"] in (9, 12)  # one held-out episode of the two
     assert math.isfinite(result["l1_mean"]) and math.isfinite(result["loss"])
+
+
+def test_feature_cache_from_a_lerobot_folder(tmp_path: Path) -> None:
+    """`atlas cache` on LeRobot video: a hit, then a miss once a video file changes."""
+    root = Path(shutil.copytree(FIXTURES / "v30_video", tmp_path / "v30_video"))
+    overrides = [
+        "data.format=lerobot",
+        f"data.paths=[{root}]",
+        "data.synthetic=null",
+        "data.image_size=28",
+        "data.batch_size=4",
+        "data.val_split=0.5",
+        "data.use_feature_cache=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"checkpoint.save_dir={tmp_path / 'run'}",
+    ]
+    cfg = load_config(DEBUG_YAML, overrides)
+    build_feature_cache(cfg, DistInfo(), shard_size=8, progress=False)
+    train, _ = open_cached_datasets(cfg, *build_datasets(cfg)[:2], torch.device("cpu"))
+    sample = train[0]
+    assert "images" not in sample and "vggt_tokens" in sample
+    video = root / "videos" / CAMERAS[0] / "chunk-000" / "file-000.mp4"
+    st = video.stat()
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(CacheMissError):
+        open_cached_datasets(cfg, *build_datasets(cfg)[:2], torch.device("cpu"))
