@@ -27,6 +27,9 @@ REQUIRED = (
     "tqdm",
     "tensorboard",
     "matplotlib",
+    "pyarrow",
+    "av",
+    "pillow",
 )
 OPTIONAL = {
     "wandb": "logging.wandb (pip install 'atlas-vla[wandb]')",
@@ -83,7 +86,27 @@ def environment_checks() -> list[Check]:
     for dist, why in OPTIONAL.items():
         v = _version(dist)
         checks.append(Check(dist, "ok" if v else "info", v or f"not installed; needed for {why}"))
+    checks.append(_av1_check())
     return checks
+
+
+def _av1_check() -> Check:
+    """Whether PyAV decodes AV1, the codec of LeRobotDataset videos (data.format: lerobot)."""
+    try:
+        import av
+    except ImportError:
+        return Check("av1 decoder", "FAIL", "PyAV missing: pip install -e .")
+    decoders = [name for name in ("libdav1d", "libaom-av1") if _decodes(av, name)]
+    detail = ", ".join(decoders) or "none: LeRobot AV1 videos cannot be read (reinstall av)"
+    return Check("av1 decoder", "ok" if decoders else "warn", detail)
+
+
+def _decodes(av, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "r")
+    except Exception:  # noqa: BLE001 - unknown codecs raise UnknownCodecError or ValueError
+        return False
+    return True
 
 
 def config_checks(path: str, overrides: list[str]) -> list[Check]:
