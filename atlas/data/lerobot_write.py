@@ -41,6 +41,7 @@ KEYS = {
 }
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+_LOWDIM_ROW_BYTES = 4 * (8 + 7 + 1) + 8 * 4  # state, action, timestamp, four int64 indices
 ENCODER = {"codec": "libsvtav1", "options": {"g": "2", "crf": "30", "preset": "12"}}
 
 
@@ -123,6 +124,7 @@ class _Writer:
             row |= {"timestamp": np.float32(t / self.fps), "frame_index": t, "episode_index": e}
             row |= {"index": self.frames + t, "task_index": ep.task}
         self.rows.extend(rows)
+        self.row_bytes += n * _LOWDIM_ROW_BYTES
         self.stats["observation.state"].update(ep.proprio)
         self.stats["action"].update(ep.actions)
         self.frames += n

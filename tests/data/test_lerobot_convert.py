@@ -14,6 +14,7 @@ import torch
 from atlas.cli import main
 from atlas.config.schema import AtlasConfig
 from atlas.data.build import build_datasets
+from atlas.data.lerobot_write import convert_to_lerobot
 from atlas.data.synthetic import generate_synthetic
 from atlas.data.transforms import preprocess_frames
 
@@ -116,3 +117,17 @@ def test_inspect_and_stats_read_the_converted_folder(converted: dict[str, Path],
     stats = json.loads(capsys.readouterr().out)
     assert stats["num_episodes"] == 4 and len(stats["proprio"]["mean"]) == 8
     assert np.isfinite(stats["action"]["q99"]).all()
+
+
+def test_many_files_read_like_one(suite: Path, converted: dict[str, Path], tmp_path: Path) -> None:
+    """Size limits of 0 MB start new data and video files at episode boundaries."""
+    split = convert_to_lerobot(suite, tmp_path / "split", data_file_mb=0, video_file_mb=0)
+    data = sorted(p.name for p in (split / "data" / "chunk-000").iterdir())
+    videos = list((split / "videos" / "observation.images.image" / "chunk-000").iterdir())
+    assert len(data) == 4 and len(videos) > 1  # the encoder emits bytes with some delay
+    one, _, _ = build_datasets(_cfg("lerobot", converted["video"], "vflip"))
+    many, _, _ = build_datasets(_cfg("lerobot", split, "vflip"))
+    keys = list(range(0, len(one), 5))
+    for a, b in zip(one.__getitems__(keys), many.__getitems__(keys)):
+        torch.testing.assert_close(b["actions"], a["actions"], rtol=0, atol=0)
+        assert (b["images"].float() - a["images"].float()).abs().mean() < CODEC_MEAN_ERROR
