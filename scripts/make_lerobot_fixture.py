@@ -5,8 +5,9 @@
 
 It needs Python >= 3.12 and torch < 2.12, hence a virtualenv of its own beside AtlasVLA's. Writes
 `v30_video/` (AV1 videos, LeRobot's default encoder), `v30_image/` (PNG images in the parquet)
-and `written.npz`: the exact frames, states and actions given to `add_frame`, which the tests
-compare with what AtlasVLA reads back. The content is deterministic and smooth (a bright square
+`written.npz`: the exact frames, states and actions given to `add_frame`, which the tests
+compare with what AtlasVLA reads back, and `lerobot_decoded.npz`: the video frames as LeRobot's
+own reader decodes them. The content is deterministic and smooth (a bright square
 whose position encodes the frame), so AV1 keeps it within a few grey levels.
 """
 
@@ -91,6 +92,17 @@ def write(root: Path, use_videos: bool) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
+def dump_decoded(root: Path, out: Path) -> None:
+    """What LeRobot's own reader decodes for the agent-view camera of episode 1, which starts
+    mid-file (from_timestamp 1.2 s): uint8 [9, h, w, 3]."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("atlas/fixture", root=root, video_backend="pyav")
+    rows = range(LENGTHS[0], LENGTHS[0] + LENGTHS[1])
+    frames = [ds[i][CAMERAS[0]].numpy().transpose(1, 2, 0) * 255 for i in rows]
+    np.savez_compressed(out, frames=np.array(frames).round().astype(np.uint8))
+
+
 def main(out: str) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +110,7 @@ def main(out: str) -> None:
     write(out_dir / "v30_image", use_videos=False)
     arrays = {f"{k}_{e}": v for e, n in enumerate(LENGTHS) for k, v in episode_arrays(e, n).items()}
     np.savez_compressed(out_dir / "written.npz", tasks=np.array(TASKS), **arrays)
+    dump_decoded(out_dir / "v30_video", out_dir / "lerobot_decoded.npz")
 
 
 if __name__ == "__main__":

@@ -101,3 +101,16 @@ def test_history_and_chunks_stay_within_the_episode() -> None:
     last = ds[11]  # episode 0, its last step: the chunk runs past the end, masked
     assert last["action_mask"].tolist() == [True, False, False, False]
     np.testing.assert_array_equal(last["actions"].numpy(), np.repeat(ref["action_0"][11:], 4, 0))
+
+
+def test_decodes_what_lerobot_decodes() -> None:
+    """Episode 1 starts mid-file: its frames at from_timestamp + timestamp, as LeRobot reads them.
+
+    AV1 decoding is bit-exact by specification; the YUV -> RGB step may round differently on
+    another CPU's SIMD path, hence the tolerance of one grey level.
+    """
+    with np.load(FIXTURES / "lerobot_decoded.npz") as f:
+        theirs = f["frames"].astype(np.int16)
+    ds = _dataset(FIXTURES / "v30_video", [CAMERAS[0]])
+    ours = [ds[12 + k]["images"][0].permute(1, 2, 0).numpy() for k in range(len(theirs))]
+    assert np.abs(np.stack(ours).astype(np.int16) - theirs).max() <= 1
