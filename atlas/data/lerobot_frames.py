@@ -7,7 +7,8 @@ pickled and are dropped after a fork (a DataLoader worker opens its own).
 Video (PyAV; AV1 through libdav1d, or any codec FFmpeg decodes): one decoder per process and file.
 The frame of step t is the one at `start + timestamp[t]` seconds. A request seeks to the nearest
 keyframe at or before that time and decodes forward to it; a request a little ahead of the last
-decoded frame decodes on from there, and a repeated one is answered from the last frame, so whole
+decoded frame decodes on from there, and one of the last few decoded frames (a repeated request,
+or a history frame just behind, often the keyframe decoded on the way) needs no decoding, so whole
 files are never decoded for one sample. LeRobot encodes with a keyframe every 2 frames, so a
 random frame costs at most two frame decodes.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from atlas.data.errors import DataError
 MAX_OPEN_VIDEOS = 32  # v2.1 has one mp4 per episode and camera: keep the most recent open
 MAX_ROW_GROUPS = 4  # image row groups cached per process and file
 _AHEAD_FRAMES = 2  # decode on (instead of seeking) when the target is this close ahead
+_RECENT_FRAMES = 4  # decoded frames kept per decoder (history frames, repeated requests)
 
 
 def video_duration(path: str | Path, key: str) -> float:
@@ -72,28 +74,37 @@ class VideoDecoder:
         self._rgb = VideoReformatter()
         self._frames: Any = None  # the decode iterator after the last seek
         self._time = -np.inf  # time of the last decoded frame
-        self._last: np.ndarray | None = None
+        # The last frames decoded (time, frame), kept unconverted: a history frame just behind the
+        # current one (often the keyframe decoded on the way) needs no second seek.
+        self._recent: deque[tuple[float, Any]] = deque(maxlen=_RECENT_FRAMES)
 
     def read_into(self, time: float, out: np.ndarray) -> None:
-        if self._last is not None and abs(self._time - time) < self.half:
-            out[...] = self._last
-            return
-        ahead = time - self._time
-        if self._frames is None or not 0 < ahead <= _AHEAD_FRAMES * 2 * self.half + self.half:
-            self._seek(time)
+        frame = self._recent_frame(time)
+        if frame is None:
+            ahead = time - self._time
+            if self._frames is None or not 0 < ahead <= _AHEAD_FRAMES * 2 * self.half + self.half:
+                self._seek(time)
+            frame = self._decode_to(time)
+        image = self._rgb.reformat(frame, format="rgb24").to_ndarray()
+        if image.shape != out.shape:
+            msg = f"frames are {image.shape}, info.json says {out.shape}"
+            raise DataError(self.path, msg, key=self.key)
+        out[...] = image
+
+    def _recent_frame(self, time: float) -> Any:
+        return next((f for t, f in self._recent if abs(t - time) < self.half), None)
+
+    def _decode_to(self, time: float) -> Any:
+        """Decode forward to the frame at `time` (within half a frame)."""
         while (frame := self._next_frame()) is not None:
             t = float(frame.time)
+            self._time = t
+            self._recent.append((t, frame))
             if t < time - self.half:
                 continue
             if t > time + self.half:
                 break
-            image = self._rgb.reformat(frame, format="rgb24").to_ndarray()
-            if image.shape != out.shape:
-                msg = f"frames are {image.shape}, info.json says {out.shape}"
-                raise DataError(self.path, msg, key=self.key)
-            out[...] = image
-            self._time, self._last = t, image
-            return
+            return frame
         self._frames = None
         msg = f"no frame at {time:.3f} s (the file is shorter or damaged: truncated?)"
         raise DataError(self.path, msg, key=self.key)
@@ -106,7 +117,7 @@ class VideoDecoder:
         except Exception as e:  # noqa: BLE001
             raise DataError(self.path, f"cannot seek to {time:.3f} s ({e})", key=self.key) from None
         self._frames = self.container.decode(self.stream)
-        self._time, self._last = -np.inf, None
+        self._time = -np.inf
 
     def _next_frame(self) -> Any:
         """The next decoded frame, or None at the end of the file."""
