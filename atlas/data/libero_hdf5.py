@@ -225,13 +225,14 @@ def _dataset_problem(grp: h5py.Group, key: str, spec: tuple) -> str | None:
 
 
 def check_demo(
-    file: h5py.File, path: str | Path, demo: str, cameras: Sequence[str]
+    file: h5py.File, path: str | Path, demo: str, cameras: Sequence[str], read_values: bool = True
 ) -> tuple[list[DataError], dict[str, np.ndarray]]:
     """Every problem of one demo (none raised), and its per-step arrays as float64 [T, D].
 
     Checks each per-step array and camera (present, shape, dtype), that all have the same number
     of steps (at least one), and that the per-step arrays are finite. The arrays are returned only
-    when the demo has no problem. No image is read.
+    when the demo has no problem. No image is read; with `read_values=False` nothing but metadata
+    (no finiteness check, no arrays returned).
     """
     where, grp = (str(path), f"data/{demo}"), file["data"][demo]
     specs = {**_STEP_KEYS, **{f"obs/{c}": _IMAGE_SPEC for c in cameras}}
@@ -249,6 +250,8 @@ def check_demo(
         if (steps := grp[key].shape[0]) != length:
             problem = f"{steps} steps but actions has {length}"
             problems.append(DataError(where[0], problem, demo=where[1], key=key))
+    if not read_values:
+        return problems, {}
     values = {k: np.asarray(grp[k][()], dtype=np.float64) for k in _STEP_KEYS}
     for key, value in values.items():
         if not np.isfinite(value).all():

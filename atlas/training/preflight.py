@@ -1,12 +1,12 @@
 """Everything a run reads from disk, checked before anything is written.
 
 `input_problems(cfg)` looks at each path the config names: the data (paths resolve to HDF5 files
-that open, and every demo has each of `data.cameras`), the VGGT checkpoint, the language model
-folder, the statistics file, `checkpoint.load_from` and a `checkpoint.resume` PATH. It reads
-only metadata (file headers, group names), so it takes milliseconds even for all of LIBERO.
-Training calls `check_inputs` before it creates the run directory; `atlas doctor` lists the same.
-What a file holds beyond that (a demo's shapes and values, a checkpoint's tensors) is checked when
-it is read, by the module that reads it.
+that open, and every demo has the datasets and cameras training reads, with the right shapes,
+dtypes and lengths), the VGGT checkpoint, the language model folder, the statistics file,
+`checkpoint.load_from` and a `checkpoint.resume` PATH. It reads only metadata (file headers,
+dataset shapes), never an array. Training calls `check_inputs` before it creates the run
+directory; `atlas doctor` lists the same problems. What the arrays hold (finite values, the action
+range) and a checkpoint's tensors are checked when they are read, by the module that reads them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import h5py
 from atlas.config import ConfigError
 from atlas.config.schema import AtlasConfig, DataConfig
 from atlas.data.errors import DataError
-from atlas.data.libero_hdf5 import demo_keys, read_hdf5, resolve_paths
+from atlas.data.libero_hdf5 import check_demo, demo_keys, read_hdf5, resolve_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def input_problems(cfg: AtlasConfig) -> list[Problem]:
 
 
 def data_problems(d: DataConfig) -> list[Problem]:
-    """data.paths resolve to readable HDF5 files whose demos all have `data.cameras`."""
+    """data.paths resolve to readable HDF5 files whose demos have the layout training reads."""
     paths = list(d.paths)
     if d.synthetic is not None and paths and not Path(paths[0]).exists():
         paths = paths[1:]  # generated on the first run
@@ -55,40 +55,36 @@ def data_problems(d: DataConfig) -> list[Problem]:
     problems: list[Problem] = []
     for path in files:
         try:
-            problems += _camera_problems(path, d.cameras, d.skip_bad_episodes)
+            problems += _file_problems(path, d.cameras, d.skip_bad_episodes)
         except DataError as e:  # unreadable: skipped later under skip_bad_episodes
             if not d.skip_bad_episodes:
                 problems.append(("data.paths", f"{e} (or set data.skip_bad_episodes: true)"))
     return problems
 
 
-def _camera_problems(path: Path, cameras: Sequence[str], skip_bad: bool) -> list[Problem]:
-    """data.cameras missing from a demo of `path` (skip_bad: only those missing everywhere)."""
+def _file_problems(path: Path, cameras: Sequence[str], skip_bad: bool) -> list[Problem]:
+    """The layout of every demo of `path` (datasets, cameras, shapes, dtypes, lengths), from
+    metadata alone; the first problem is reported, with how many more there are. Under
+    skip_bad_episodes only a file with no usable demo is a problem (the others are skipped)."""
     with read_hdf5(path) as f:
         demos = demo_keys(f, path)
-        lacking: dict[str, list[str]] = {c: [] for c in cameras}
-        for demo in demos:
-            obs = f["data"][demo].get("obs")
-            present = set(obs.keys()) if isinstance(obs, h5py.Group) else set()
-            for camera in cameras:
-                if camera not in present:
-                    lacking[camera].append(demo)
+        found = [
+            (demo, error)
+            for demo in demos
+            for error in check_demo(f, path, demo, cameras, read_values=False)[0]
+        ]
         first = f["data"][demos[0]].get("obs")
         items = first.items() if isinstance(first, h5py.Group) else []
         has = sorted(k for k, v in items if getattr(v, "ndim", 0) == 4)
-    problems = []
-    for camera, missing in lacking.items():
-        if not missing or (skip_bad and len(missing) < len(demos)):
-            continue  # skip_bad_episodes drops those demos when the dataset is built
-        which = "no demo has" if len(missing) == len(demos) else f"data/{missing[0]} has no"
-        problems.append(
-            (
-                "data.cameras",
-                f"{path}: {which} obs/{camera} (cameras of its first demo: "
-                f"{', '.join(has) or 'none'}); list only cameras the files have",
-            )
-        )
-    return problems
+    if not found or (skip_bad and len({demo for demo, _ in found}) < len(demos)):
+        return []
+    error = found[0][1]
+    key, hint = "data.paths", " (fix or remove the demo, or set data.skip_bad_episodes: true)"
+    if error.key in {f"obs/{c}" for c in cameras} and error.problem == "missing dataset":
+        key = "data.cameras"
+        hint = f" (its first demo has: {', '.join(has) or 'no camera'}; list only those)"
+    more = f"; {len(found) - 1} more in this file (`atlas data inspect` lists them)"
+    return [(key, f"{error}{hint}{more if len(found) > 1 else ''}")]
 
 
 def weight_problems(cfg: AtlasConfig) -> list[Problem]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from atlas.cli import main
@@ -34,6 +36,20 @@ def _damaged(tmp: Path, dataset: Path) -> str:
     dst = tmp / "cut" / src.name
     dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     return str(dst)
+
+
+def _bad_demo(tmp: Path, dataset: Path) -> str:
+    """A copy of the suite whose demo_1 has float32 images (training reads uint8)."""
+    src = next(dataset.glob("*.hdf5"))
+    (tmp / "bad").mkdir()
+    dst = tmp / "bad" / src.name
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        demo = f["data"][sorted(f["data"])[1]]
+        shape = demo["obs/agentview_rgb"].shape
+        del demo["obs/agentview_rgb"]
+        demo.create_dataset("obs/agentview_rgb", data=np.zeros(shape, np.float32))
+    return str(dst.parent)
 
 
 # (case, YAML text of the config file or None for debug.yaml, --set overrides, words in the error)
@@ -70,6 +86,7 @@ CASES = [
     # --- the filesystem, checked before the run directory is created
     ("data folder", None, ["data.paths=[{tmp}/nowhere]"], ["data.paths", "nowhere", "not found"]),
     ("camera", None, ["data.cameras=[front_rgb]"], ["data.cameras", "front_rgb", "agentview_rgb"]),
+    ("demo layout", None, ["data.paths=[{bad}]"], ["data.paths", "demo_1", "dtype float32"]),
     ("cut file", None, ["data.paths=[{cut}]"], ["data.paths", "_demo.hdf5", "truncated"]),
     ("vggt ckpt", None, ["model.vggt.checkpoint={tmp}/v.pt"], ["model.vggt.checkpoint", "v.pt"]),
     ("load_from", None, ["checkpoint.load_from={tmp}/old"], ["checkpoint.load_from", "old"]),
@@ -96,6 +113,8 @@ def test_bad_input_exits_2_naming_the_key_before_anything_is_written(
     fill = {"tmp": tmp_path, "data": dataset}
     if "{cut}" in " ".join(overrides):
         fill["cut"] = _damaged(tmp_path, dataset)
+    if "{bad}" in " ".join(overrides):
+        fill["bad"] = _bad_demo(tmp_path, dataset)
     base = [
         f"data.paths=[{dataset}]",
         "data.synthetic=null",
