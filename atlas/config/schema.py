@@ -11,10 +11,11 @@ total optimizer steps) are computed here and nowhere else.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from atlas.config.ranges import RATE, backbone_problems, not_rate, optimizer_problems
 
 # The policy's top-level modules: names for freezing, per-module LRs and parameter counts.
 POLICY_MODULES = ("vggt", "language_encoder", "geometry", "fusion", "action_head")
@@ -261,9 +262,9 @@ class AtlasConfig:
             (t.gradient_accumulation_steps < 1, "training.gradient_accumulation_steps", ">= 1"),
             (not d.paths, "data.paths", "needs at least one suite folder, .hdf5 file or glob"),
             (
-                _not_rate(t.learning_rate),
+                not_rate(t.learning_rate),
                 "training.learning_rate",
-                f"{_RATE}, got {t.learning_rate}",
+                f"{RATE}, got {t.learning_rate}",
             ),
             (
                 not 0 <= t.weight_decay < math.inf,
@@ -323,7 +324,7 @@ class AtlasConfig:
             ),
         ]
         problems = [(key, msg) for bad, key, msg in rules if bad]
-        return problems + _optimizer_problems(t) + _backbone_problems(m.vggt)
+        return problems + optimizer_problems(t, POLICY_MODULES) + backbone_problems(m.vggt)
 
     # -- derived values: computed here and nowhere else ------------------------------------
 
@@ -351,61 +352,3 @@ class AtlasConfig:
 
 def _not_square(n: int) -> bool:
     return n < 1 or math.isqrt(n) ** 2 != n
-
-
-_RATE = "must be a finite number > 0 (e.g. 1e-4)"
-
-
-def _not_rate(x: float) -> bool:
-    """True unless `x` is a finite positive number (NaN fails every comparison, hence `not`)."""
-    return not 0.0 < x < math.inf
-
-
-def _optimizer_problems(t: TrainingConfig) -> list[tuple[str, str]]:
-    """AdamW's numbers in their ranges, and every per-module LR naming a module of the policy."""
-    rules = [
-        (len(t.betas) != 2, "training.betas", "needs exactly two values"),
-        (
-            not all(0.0 <= b < 1.0 for b in t.betas),
-            "training.betas",
-            f"each must be in [0, 1) (AdamW's moment decay rates), got {t.betas}",
-        ),
-        (_not_rate(t.adam_eps), "training.adam_eps", "must be a finite number > 0"),
-        (
-            t.max_grad_norm is not None and _not_rate(t.max_grad_norm),
-            "training.max_grad_norm",
-            "must be a finite number > 0, or null for no clipping",
-        ),
-    ]
-    problems = [(key, msg) for bad, key, msg in rules if bad]
-    for name, lr in t.module_lr.items():
-        if name not in POLICY_MODULES:
-            problems.append((f"training.module_lr.{name}", f"not one of {POLICY_MODULES}"))
-        elif _not_rate(lr):
-            problems.append((f"training.module_lr.{name}", f"{_RATE}, got {lr}"))
-    return problems
-
-
-def _backbone_problems(vggt: VGGTBackboneConfig) -> list[tuple[str, str]]:
-    """The preset name (with the closest one) and the layer indices against its depth."""
-    # The presets are declared beside the model they build; importing them pulls in torch, which
-    # every command that validates a config loads anyway.
-    from atlas.models.vggt.config import VGGT_PRESETS
-
-    if vggt.preset not in VGGT_PRESETS:
-        close = difflib.get_close_matches(vggt.preset, VGGT_PRESETS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        known = ", ".join(sorted(VGGT_PRESETS))
-        return [("model.vggt.preset", f"unknown preset '{vggt.preset}'{hint}; known: {known}")]
-    depth = VGGT_PRESETS[vggt.preset].depth
-    bad = [i for i in vggt.layers if not -depth <= i < depth]
-    if not vggt.layers or bad:
-        return [
-            (
-                "model.vggt.layers",
-                f"{vggt.layers}: preset '{vggt.preset}' has {depth} aggregator layers, so each "
-                f"index must be in [-{depth}, {depth - 1}] (negative counts from the end) and "
-                "at least one is needed",
-            )
-        ]
-    return []
