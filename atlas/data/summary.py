@@ -64,7 +64,7 @@ def inspect_files(
 
 def _totals(files: list[dict[str, Any]]) -> dict[str, int]:
     return {
-        "num_files": len(files),
+        "num_files": len({f["path"] for f in files}),  # a LeRobot folder: one entry per task
         "num_demos": sum(f["demos"] for f in files),
         "num_steps": sum(f["steps"] for f in files),
     }
