@@ -10,9 +10,12 @@ import pytest
 from _lerobot_helpers import CAMERAS, FIXTURES, copy_fixture
 
 from atlas.cli import main
+from atlas.config import ConfigError, load_config
+from atlas.config.schema import AtlasConfig, SyntheticConfig
 from atlas.data.errors import DataError
 from atlas.data.lerobot import build_lerobot_index
 
+DEBUG_YAML = Path(__file__).resolve().parents[2] / "atlas" / "configs" / "debug.yaml"
 VIDEO = Path("videos") / CAMERAS[1] / "chunk-000" / "file-000.mp4"
 
 
@@ -81,3 +84,12 @@ def test_training_refuses_it_with_exit_2(tmp_path: Path, capsys) -> None:
     args = ["train", *(arg for o in overrides for arg in ("--set", o))]
     assert main(args) == 2
     assert "video file not found" in capsys.readouterr().err
+
+
+def test_synthetic_data_with_the_lerobot_format_is_refused() -> None:
+    """data.synthetic writes HDF5 files, which a LeRobot reader cannot read."""
+    cfg = AtlasConfig()
+    cfg.data.format, cfg.data.synthetic = "lerobot", SyntheticConfig()
+    assert [key for key, _ in cfg.validate()] == ["data.synthetic"]
+    with pytest.raises(ConfigError, match="data.synthetic"):
+        load_config(DEBUG_YAML, ["data.format=lerobot"])  # debug.yaml generates synthetic data
