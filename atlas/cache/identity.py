@@ -56,6 +56,8 @@ def preprocessing_inputs(cfg: AtlasConfig) -> dict[str, Any]:
         "history": d.history,
         "augmentation": None,
     }
+    if d.blank_images:  # only when set, so the keys of existing caches stay valid
+        out["blank_images"] = True
     if aug.enabled:
         # Variant v is the augmentation of epoch v drawn from (seed, v, index).
         out["augmentation"] = {**dataclasses.asdict(aug), "seed": cfg.training.seed}

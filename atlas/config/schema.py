@@ -137,6 +137,9 @@ class DataConfig:
     state_key: str | None = None
     action_key: str | None = None  # lerobot: the action feature, 7 values; null: action / actions
     filter_noops: bool = False  # drop no-op steps as OpenVLA does
+    # Ablation: every image is replaced by black frames, in training and in predict_action, so
+    # the policy acts from instruction and proprio alone (how much does seeing matter?).
+    blank_images: bool = False
     normalization: Literal["q99", "mean_std", "none"] = "q99"  # q99: [q01, q99] -> [-1, 1]
     stats_path: str | None = None  # `atlas data stats` JSON; null: computed from the train split
     skip_bad_episodes: bool = False  # skip (with a warning) instead of failing on bad demos

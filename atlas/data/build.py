@@ -85,6 +85,7 @@ def build_datasets(cfg: AtlasConfig) -> tuple[LiberoDataset, LiberoDataset | Non
         history=d.history,
         chunk_size=cfg.model.action_head.chunk_size,
         orientation=frame_orientation(d),
+        blank_images=d.blank_images,
         normalizer=normalizer,
         seed=cfg.training.seed,
     )

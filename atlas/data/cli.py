@@ -1,4 +1,4 @@
-"""`atlas data {stats,synth,inspect,convert}`: thin command-line wrappers over the data package.
+"""`atlas data {stats,synth,inspect,convert,collect}`: thin wrappers over the data package.
 
 Wiring (atlas/cli.py), like the other command groups:
 
@@ -76,6 +76,10 @@ def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersA
         help="rot180: rotate frames as the LIBERO LeRobot publications do; none: as in the HDF5",
     )
     convert.set_defaults(handler=run_convert)
+
+    from atlas.sim.cli import add_collect_parser  # the simulator itself is imported only on use
+
+    add_collect_parser(subparsers)
 
 
 def run_stats(args: argparse.Namespace) -> int:

@@ -63,11 +63,13 @@ class LiberoDataset(Dataset):
         normalizer: Normalizer | None = None,
         augmentation: AugmentationConfig | None = None,
         seed: int = 0,
+        blank_images: bool = False,
     ):
         self.index, self.episode_ids = index, [int(i) for i in episode_ids]
         self.cameras, self.image_size, self.history = list(cameras), image_size, history
         self.chunk_size, self.orientation, self.seed = chunk_size, orientation, seed
         self.augmentation = augmentation if augmentation and augmentation.enabled else None
+        self.blank_images = blank_images  # the data.blank_images ablation
         self._episodes = [index.episodes[i] for i in self.episode_ids]
         if orientation not in ORIENTATIONS:
             raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
@@ -125,6 +127,8 @@ class LiberoDataset(Dataset):
         for (i, epoch), (e, k), img in zip(parsed, located, images):
             if self.augmentation is not None:
                 img = self._augment(img, i, epoch)
+            if self.blank_images:
+                img = torch.zeros_like(img)
             samples.append(self._sample(e, k, img))
         return samples
 

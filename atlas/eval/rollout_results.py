@@ -11,8 +11,10 @@ Output folder of one rollout run:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +108,11 @@ def check_run_config(out_dir: Path, settings: dict[str, Any]) -> None:
 def summarize(results: list[EpisodeResult], task_ids: list[int] | None = None) -> dict[str, Any]:
     """Per-task and per-suite success rate (with trial count) and mean episode length.
 
-    Returns {"suites": {suite: {"success_rate", "successes", "trials", "mean_steps",
-    "tasks": {task_id: {"task_name", "success_rate", "successes", "trials", "mean_steps"}}}}}.
-    `task_ids` limits the summary to the tasks of this run.
+    Returns {"suites": {suite: {"success_rate", "successes", "trials", "ci95", "mean_steps",
+    "tasks": {task_id: {"task_name", "success_rate", "successes", "trials", "ci95",
+    "mean_steps"}}}}, "versions": {package: version}}. `ci95` is the 95% Wilson interval of the
+    success rate; `versions` names the simulator stack that produced the numbers (success rates
+    in LIBERO move with it). `task_ids` limits the summary to the tasks of this run.
     """
     by_suite: dict[str, dict[int, list[EpisodeResult]]] = {}
     for r in results:
@@ -120,7 +124,37 @@ def summarize(results: list[EpisodeResult], task_ids: list[int] | None = None) -
             tid: {"task_name": eps[0].task_name, **_rate(eps)} for tid, eps in sorted(tasks.items())
         }
         suites[suite] = {**_rate([r for eps in tasks.values() for r in eps]), "tasks": rows}
-    return {"suites": suites}
+    return {"suites": suites, "versions": stack_versions()}
+
+
+# Packages whose versions change LIBERO success rates (physics, controller, scenes, policy).
+STACK_PACKAGES = ("mujoco", "robosuite", "hf-libero", "libero", "torch")
+
+
+def stack_versions() -> dict[str, str]:
+    """Installed versions of `STACK_PACKAGES` (absent ones are left out)."""
+    found = {}
+    for name in STACK_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% for z = 1.96); (0, 1) with no trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0/n and n/n,
+    which closed-loop success rates often are.
+    """
+    if trials == 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _rate(episodes: list[EpisodeResult]) -> dict[str, Any]:
@@ -130,20 +164,32 @@ def _rate(episodes: list[EpisodeResult]) -> dict[str, Any]:
         "success_rate": wins / n if n else 0.0,
         "successes": wins,
         "trials": n,
+        "ci95": [round(b, 4) for b in wilson_interval(wins, n)],
         "mean_steps": sum(r.steps for r in episodes) / n if n else 0.0,
     }
 
 
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a fixed-width text table, one row per task and one per suite."""
-    lines = [f"{'suite':<15} {'task':>4} {'success':>16} {'mean steps':>10}  task name"]
+    lines = [
+        f"{'suite':<15} {'task':>4} {'success':>16} {'95% CI':>13} {'mean steps':>10}  task name"
+    ]
     for suite, s in summary["suites"].items():
         for tid, t in s["tasks"].items():
             lines.append(
-                f"{suite:<15} {tid:>4} {_cell(t):>16} {t['mean_steps']:>10.1f}  {t['task_name']}"
+                f"{suite:<15} {tid:>4} {_cell(t):>16} {_ci(t):>13} {t['mean_steps']:>10.1f}  "
+                f"{t['task_name']}"
             )
-        lines.append(f"{suite:<15} {'all':>4} {_cell(s):>16} {s['mean_steps']:>10.1f}")
+        lines.append(f"{suite:<15} {'all':>4} {_cell(s):>16} {_ci(s):>13} {s['mean_steps']:>10.1f}")
+    versions = summary.get("versions")
+    if versions:
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return "\n".join(lines)
+
+
+def _ci(row: dict[str, Any]) -> str:
+    lo, hi = row.get("ci95") or wilson_interval(row["successes"], row["trials"])
+    return f"[{100 * lo:.0f}, {100 * hi:.0f}]%"
 
 
 def _cell(row: dict[str, Any]) -> str:

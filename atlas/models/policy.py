@@ -223,7 +223,9 @@ class AtlasVLAPolicy(nn.Module):
             preprocess_frames(np.asarray(observation["images"][cam]), d.image_size, d.orientation)
             for cam in d.cameras
         ]
-        self._history.append(torch.cat(frames))  # [cams, 3, H, W], the current step
+        current = torch.cat(frames)  # [cams, 3, H, W], the current step
+        # The data.blank_images ablation sees black frames here as in training.
+        self._history.append(torch.zeros_like(current) if d.blank_images else current)
         steps = list(self._history)[::-1]  # h = 0 is the current step
         steps += [steps[-1]] * (d.history - len(steps))
         images = torch.cat(steps).unsqueeze(0)  # [1, history * cams, 3, H, W]

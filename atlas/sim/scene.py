@@ -1,0 +1,127 @@
+"""LIBERO task scenes for scripted collection: a fast physics env and a camera env for one task.
+
+`TaskScene` holds LIBERO's `ControlEnv` for one (suite, task id) built render-free
+(`use_camera_obs=False, has_offscreen_renderer=False`, about 10x faster per step), which is where
+the expert searches its grasp options, and on request a second env with both 128 px cameras that
+only re-renders recorded simulator states (`set_state` replay is deterministic; replaying the
+actions open loop is not).
+
+Initial layouts come from the env's own placement sampler: `np.random` is seeded, then the env
+is reset, exactly as LIBERO's own collection did. Layouts whose objects were placed overlapping
+(the sampler does not check every pair) are ejected by the physics in the first steps; those are
+rejected, since the task's description would no longer hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atlas.eval.libero_env import check_suite, load_init_states
+from atlas.eval.libero_setup import import_libero
+
+log = logging.getLogger(__name__)
+
+WAIT_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+SETTLE_STEPS = 10  # objects start a few cm above the table and settle within about 3 steps
+MAX_DRIFT = 0.02  # metres an object may move while settling before the layout is rejected
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One LIBERO task: names and the files that ship inside the installed package."""
+
+    suite: str
+    task_id: int
+    name: str
+    language: str
+    bddl_file: Path
+    init_states_file: Path
+
+
+def suite_tasks(suite: str, assets: str | Path | None = None) -> list[TaskInfo]:
+    """Every task of `suite` (ValueError naming the closest suite when unknown)."""
+    libero = import_libero(assets)
+    from libero.libero import benchmark
+
+    bench = benchmark.get_benchmark_dict()[check_suite(suite)]()
+    root = Path(libero.__file__).parent
+    tasks = []
+    for i in range(bench.n_tasks):
+        t = bench.get_task(i)
+        tasks.append(
+            TaskInfo(
+                suite,
+                i,
+                t.name,
+                t.language,
+                root / "bddl_files" / t.problem_folder / t.bddl_file,
+                root / "init_files" / t.problem_folder / t.init_states_file,
+            )
+        )
+    return tasks
+
+
+def make_env(task: TaskInfo, cameras: bool, image_size: int = 128) -> Any:
+    """LIBERO's `ControlEnv` for `task`; with `cameras` the two 128 px cameras of the demos."""
+    from libero.libero.envs.env_wrapper import ControlEnv
+
+    kwargs: dict[str, Any] = {"camera_heights": image_size, "camera_widths": image_size}
+    if not cameras:
+        kwargs = {"use_camera_obs": False, "has_offscreen_renderer": False}
+    # robosuite's default joint noise (gaussian, 0.02 rad) varies the arm's start like the
+    # official initial states do.
+    return ControlEnv(bddl_file_name=str(task.bddl_file), initialization_noise="default", **kwargs)
+
+
+class TaskScene:
+    """The render-free env of one task plus the layout and settle logic.
+
+    Attributes:
+        task: which task.
+        env: the render-free `ControlEnv`.
+        official: float64 [50, D] the official evaluation init states, never reused as layouts.
+    """
+
+    def __init__(self, task: TaskInfo) -> None:
+        self.task = task
+        self.env = make_env(task, cameras=False)
+        self.official = load_init_states(task.init_states_file)
+        self._objects = list(self.env.env.objects_dict)
+
+    def sample_layout(self, seed: int) -> tuple[np.ndarray, str, dict[str, Any]] | None:
+        """Reset to the sampler's layout for `seed`, settle, return (state, model xml, obs).
+
+        None when the layout is rejected (objects ejected while settling, or equal to an
+        official init state).
+        """
+        self.env.seed(seed)
+        obs = self.env.reset()
+        start = {o: np.array(obs[f"{o}_pos"]) for o in self._objects}
+        if self._is_official(self.env.get_sim_state()):
+            return None
+        for _ in range(SETTLE_STEPS):
+            obs, _, _, _ = self.env.step(WAIT_ACTION)
+        drift = max(np.linalg.norm((obs[f"{o}_pos"] - start[o])[:2]) for o in self._objects)
+        if drift > MAX_DRIFT:
+            log.debug(
+                "seed %d: an object moved %.3f m while settling; layout rejected", seed, drift
+            )
+            return None
+        return self.env.get_sim_state().copy(), self.env.sim.model.get_xml(), obs
+
+    def _is_official(self, state: np.ndarray) -> bool:
+        # Time (index 0) differs between any two states; compare the positions that follow it.
+        n = min(len(state), self.official.shape[1])
+        return bool(np.any(np.all(np.abs(self.official[:, 1:n] - state[1:n]) < 1e-6, axis=1)))
+
+    def restore(self, state: np.ndarray) -> dict[str, Any]:
+        """Put the simulator back into `state` and return its observation."""
+        return self.env.regenerate_obs_from_state(state)
+
+    def close(self) -> None:
+        self.env.close()
