@@ -31,7 +31,7 @@ from typing import Any
 from atlas.eval.libero_env import SUITE_MAX_STEPS
 from atlas.sim.demo_file import assemble_task_file, read_file_identity, task_file_name
 from atlas.sim.scene import TaskInfo
-from atlas.sim.worker import collect_seed, part_path
+from atlas.sim.worker import close_envs, collect_seed, part_path
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ def collect(plan: CollectPlan, progress: bool = True) -> list[dict[str, Any]]:
             )
     finally:
         bar.close()
+        close_envs()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return [summaries[t.name] for t in plan.tasks if t.name in summaries]

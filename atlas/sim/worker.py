@@ -26,13 +26,19 @@ def _envs(task: TaskInfo, image_size: int) -> tuple[TaskScene, Any]:
     key = (task.suite, task.task_id, image_size)
     if _CACHE.get("key") != key:
         import_libero()  # a spawned worker: assets, renderer and config come from the parent's env
-        for name in ("scene", "camera"):
-            if name in _CACHE:
-                _CACHE.pop(name).close()
+        close_envs()
         _CACHE["scene"] = TaskScene(task)
         _CACHE["camera"] = make_env(task, cameras=True, image_size=image_size)
         _CACHE["key"] = key
     return _CACHE["scene"], _CACHE["camera"]
+
+
+def close_envs() -> None:
+    """Close this process's cached envs (their EGL contexts complain if left to the exit)."""
+    for name in ("scene", "camera"):
+        if name in _CACHE:
+            _CACHE.pop(name).close()
+    _CACHE.pop("key", None)
 
 
 def warm_up(task: TaskInfo, image_size: int) -> None:
