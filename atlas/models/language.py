@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from atlas.config.schema import LanguageEncoderConfig
 
@@ -271,12 +272,14 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _collate(entries: list[tuple[Tensor, Tensor]], device: torch.device) -> LanguageFeatures:
-    """Cached (pooled [D], tokens [L_i, D]) pairs -> padded LanguageFeatures on `device`."""
+    """Cached (pooled [D], tokens [L_i, D]) pairs -> padded LanguageFeatures on `device`.
+
+    Everything is built where the cache lives (the GPU in training): a mask made on the CPU and
+    copied over would be a pageable host-to-device copy, which waits for the stream on every
+    step, and could not be recorded into a CUDA graph.
+    """
     pooled = torch.stack([p for p, _ in entries])
-    length = max(t.shape[0] for _, t in entries)
-    tokens = pooled.new_zeros(len(entries), length, pooled.shape[-1])
-    mask = torch.zeros(len(entries), length, dtype=torch.bool)
-    for i, (_, t) in enumerate(entries):
-        tokens[i, : t.shape[0]] = t
-        mask[i, : t.shape[0]] = True
+    tokens = pad_sequence([t for _, t in entries], batch_first=True)
+    real = [torch.ones(t.shape[0], dtype=torch.bool, device=t.device) for _, t in entries]
+    mask = pad_sequence(real, batch_first=True, padding_value=False)
     return LanguageFeatures(pooled.to(device), tokens.to(device), mask.to(device))
