@@ -188,7 +188,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0  # clip the global grad norm (null = no clipping)
     # auto: bf16 on GPUs that support it, fp16 + GradScaler on older GPUs, fp32 on CPU.
     mixed_precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    compile: bool = False  # torch.compile the policy
+    compile: bool = False  # torch.compile each transformer block (atlas.distributed.compile)
     # torch intra-op CPU threads (null = torch's default). Tiny CPU models gain nothing from
     # threads and slow down badly when the cores are shared; the debug demo uses 1.
     cpu_threads: int | None = None

@@ -38,6 +38,7 @@ from atlas.checkpoint.manager import CheckpointManager
 from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
+from atlas.distributed.compile import compile_blocks
 from atlas.distributed.env import DistInfo, all_reduce_mean, init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
 from atlas.errors import user_errors
@@ -107,7 +108,7 @@ class Trainer:
         if cfg.checkpoint.load_from and resume is None:
             self.ckpt.load_weights(cfg.checkpoint.load_from, self.policy)
         if t.compile:
-            self.policy.compile()  # in place: state_dict keys and methods stay the policy's
+            compile_blocks(self.policy)  # per block, in place: keys and methods stay the policy's
         self.micro_per_epoch = len(self.data.train_loader)
         self.total_steps = cfg.total_steps(self.micro_per_epoch)
         self._build_optimization()
