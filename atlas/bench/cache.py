@@ -62,9 +62,10 @@ def bench_config(args: argparse.Namespace, root: Path, cached: bool) -> AtlasCon
             "model.action_head={chunk_size: 8, hidden_dim: 512, use_proprio: true}",
             "data.cameras=[agentview_rgb, eye_in_hand_rgb]",
             "data.batch_size=8",
+            "data.pin_memory=true",  # debug.yaml's CPU setting off: asynchronous copies
             "data.synthetic={tasks: 4, demos: 8, steps: 32, image_size: 128}",
         ]
-    return load_config(packaged_config("debug.yaml"), overrides)
+    return load_config(packaged_config("debug.yaml"), [*overrides, *args.set])
 
 
 @contextlib.contextmanager
@@ -90,7 +91,7 @@ def random_llama(size: str) -> Iterator[None]:
                 model = LlamaModel(config)
         finally:
             torch.set_default_dtype(default)
-        tok = AutoTokenizer.from_pretrained(language.resolve_language_path("minilm"))
+        tok = AutoTokenizer.from_pretrained(path)  # the configured folder's (MiniLM) tokenizer
         tok.model_input_names = ["input_ids", "attention_mask"]  # LLaMA takes no token types
         return model, tok
 
@@ -222,6 +223,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--store-dtype", choices=["float32", "float16"], default="float16")
     p.add_argument("--root", help="work folder (default: a temporary one, deleted afterwards)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -37,6 +37,7 @@ from atlas.models.vggt import Aggregator, build_vggt, get_vggt_preset
 
 OFFICIAL_H100_518 = {
     1: {"time_s": 0.04, "peak_mem_gb": 1.88},
+    2: {"time_s": 0.05, "peak_mem_gb": 2.07},
     8: {"time_s": 0.11, "peak_mem_gb": 3.23},
 }
 GB = 1024**3
@@ -162,7 +163,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if device.type == "cpu":
                 row["proc_peak_rss_gb"] = round(process_peak_rss_gb(), 3)
             if args.preset == "vggt_1b" and size == 518 and frames in OFFICIAL_H100_518:
-                row["official_h100"] = OFFICIAL_H100_518[frames]
+                official = OFFICIAL_H100_518[frames]
+                row["official_h100"] = official
+                row["time_ratio"] = round(seconds / official["time_s"], 3)
+                row["mem_ratio"] = round(peak / GB / official["peak_mem_gb"], 3)
             results.append(row)
             print_row(row)
     return {

@@ -25,6 +25,20 @@ from torch import Tensor, nn
 TENSOR_KEYS = ("images", "proprio")
 
 
+def uncached_autocast() -> torch.autocast:
+    """The caller's CUDA autocast with its weight-cast cache off.
+
+    A cast cached before capture would be read by the graph but not recorded in it, and freed
+    when the caller's autocast exits: every replay would then read released memory.
+    """
+    return torch.autocast(
+        "cuda",
+        dtype=torch.get_autocast_dtype("cuda"),
+        enabled=torch.is_autocast_enabled("cuda"),
+        cache_enabled=False,
+    )
+
+
 class GraphedPredictChunk:
     """Callable with `predict_chunk`'s contract, replaying a CUDA graph for one signature."""
 
@@ -44,12 +58,12 @@ class GraphedPredictChunk:
         # handles and the instruction cache all happen before capture.
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.no_grad(), torch.cuda.stream(side):
+        with torch.no_grad(), uncached_autocast(), torch.cuda.stream(side):
             for _ in range(warmup):
                 self.eager(self.static)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
+        with torch.no_grad(), uncached_autocast(), torch.cuda.graph(self.graph):
             self.output = self.eager(self.static)
         self.replays = 0
 
