@@ -67,9 +67,11 @@ def _nccl(r: dict[str, Any]) -> tuple[str, str]:
 
 
 def _gpu_tests(r: dict[str, Any]) -> tuple[str, str]:
-    counts = r["counts"]
+    counts = {k: n for k, n in r["counts"].items() if not k.startswith("error")}
     text = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no tests ran"
-    if counts.get("failed") or counts.get("error") or counts.get("errors"):
+    if r.get("collection_errors"):
+        text += f"; {len(r['collection_errors'])} modules not importable (no GPU tests in them)"
+    if r["failures"]:
         return "missed", text + "; failed: " + ", ".join(r["failures"][:5])
     return ("ok" if counts.get("passed") else "measured"), text
 
