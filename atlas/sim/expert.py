@@ -83,7 +83,8 @@ def grasp_options(goal: Goal) -> list[GraspOption]:
     if "bowl" in goal.obj:
         # Facing the robot first (clear of cabinets and drawers), then the two flanks, then away.
         return [GraspOption(side, 0.047, 0.025) for side in (180.0, 90.0, 270.0, 0.0)]
-    return [GraspOption(side, 0.0, 0.02) for side in (90.0, 0.0, 90.0)]
+    # Other objects are grasped across their middle, fingers along x, then along y.
+    return [GraspOption(side, 0.0, 0.02) for side in (0.0, 90.0)]
 
 
 @dataclass
