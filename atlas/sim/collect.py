@@ -109,7 +109,7 @@ def check_out_dir(plan: CollectPlan, all_task_files: set[str]) -> None:
                 f"use another folder"
             )
     for entry in sorted(out.iterdir()):
-        if entry.name in (WORK_DIR, SUMMARY):
+        if entry.name in (WORK_DIR, SUMMARY) or _is_own_temp(entry):
             continue
         if entry.name not in all_task_files:
             raise CollectError(
@@ -130,6 +130,11 @@ def check_out_dir(plan: CollectPlan, all_task_files: set[str]) -> None:
                 f"{entry}: holds {ident['num_demos']} demos, not --demos {plan.demos}; use the "
                 f"same --demos or another folder"
             )
+
+
+def _is_own_temp(path: Path) -> bool:
+    """A temporary file of ours that a killed run left (`.<name>.tmp`, see _write_json)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
 
 
 def _records(workdir: Path) -> dict[int, dict[str, Any]]:
@@ -251,6 +256,8 @@ def collect(plan: CollectPlan, progress: bool = True) -> list[dict[str, Any]]:
 
     work = plan.out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
+    for stale in filter(_is_own_temp, plan.out.iterdir()):
+        stale.unlink()  # a run killed while writing the summary or assembling a task file
     _write_json(work / "collection.json", {"suite": plan.suite, "image_size": plan.image_size})
     summary_path = plan.out / SUMMARY
     summaries = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

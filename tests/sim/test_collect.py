@@ -110,12 +110,16 @@ def test_killed_collection_resumes_and_writes_the_released_layout(spatial, tmp_p
     final = out / task_file_name(spatial[0])
     assert first.calls == [0, 1] and not final.exists()  # nothing half-written
 
+    # A run killed while assembling leaves its temporary task file; it must not block a resume.
+    (out / f".{final.name}.tmp").write_bytes(b"partial")
+    collect.check_out_dir(plan, {task_file_name(t) for t in spatial})
     second = _FakeWorker()
     monkeypatch.setattr(collect, "collect_seed", second)
     (row,) = collect.collect(plan, progress=False)
     assert second.calls == [2, 3]  # seeds 0 and 1 were not run again
     assert row["demos"] == 3 and row["expert_successes"] == 3 and row["expert_attempts"] == 4
     assert not (out / collect.WORK_DIR / spatial[0].name).exists()
+    assert sorted(p.name for p in out.iterdir()) == [".collect", "collect_summary.json", final.name]
 
     with h5py.File(final) as f:
         data = f["data"]
