@@ -3,6 +3,7 @@
     atlas train    [--config CFG] [--set KEY=VALUE ...] [--resume PATH]   train (default: the demo)
     atlas eval     --checkpoint DIR                                       offline metrics
     atlas rollout  --checkpoint DIR --suite libero_spatial                closed loop in LIBERO
+    atlas serve    --checkpoint DIR [--port 8000]                         openpi policy server
     atlas data     stats | synth | inspect | convert                      datasets
     atlas model    summary --config CFG [--meta]                          parameter counts
     atlas ckpt     inspect PATH                                           checkpoints
@@ -140,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_lazy("atlas.eval.rollout_cli", "run_rollout_command"))
 
     from atlas.checkpoint.cli import add_ckpt_subcommands
+    from atlas.serving.cli import add_serve_args
+
+    p = sub.add_parser("serve", help="serve a policy over openpi's websocket protocol")
+    add_serve_args(p)
+    p.set_defaults(handler=_lazy("atlas.serving.cli", "run_serve_command"))
+
     from atlas.data.cli import add_data_subcommands
     from atlas.models.cli import add_model_subcommands
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -28,7 +29,7 @@ from atlas.eval.synthetic_env import ExpertPolicy
 log = logging.getLogger(__name__)
 
 ACTION_DIM = 7
-PolicyKind = Literal["checkpoint", "random", "expert", "mean-action"]
+PolicyKind = Literal["checkpoint", "random", "expert", "mean-action", "server"]
 CHECKPOINT_KINDS = ("checkpoint", "mean-action")  # kinds read from --checkpoint
 
 
@@ -115,23 +116,31 @@ class PolicySpec:
 
     kind: "checkpoint" loads `AtlasVLAPolicy.from_pretrained(checkpoint)`; "random" builds a
     `RandomPolicy(chunk_size, seed)`; "mean-action" a `MeanActionPolicy(checkpoint)`; "expert"
-    the synthetic world's scripted expert.
+    the synthetic world's scripted expert; "server" connects a `RemotePolicy` to the policy
+    server at `server` (ws://HOST:PORT), whose metadata names the policy it serves (`served`).
     """
 
     kind: PolicyKind = "checkpoint"
     checkpoint: str | None = None
     chunk_size: int = 8
     seed: int = 0
+    server: str | None = None
+    served: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind in CHECKPOINT_KINDS and not self.checkpoint:
             raise ValueError(
                 f"--policy {self.kind} needs --checkpoint DIR (or use --policy random)"
             )
+        if self.kind == "server" and not self.server:
+            raise ValueError("a served policy needs --server ws://HOST:PORT")
 
     @property
     def name(self) -> str:
         """A short identity recorded with the results (a resumed run must use the same one)."""
+        if self.kind == "server":
+            return f"server:{self.server} ({self.served})"
         return f"{self.kind}:{self.checkpoint}" if self.kind in CHECKPOINT_KINDS else self.kind
 
     def __call__(self) -> RolloutPolicy:
@@ -141,6 +150,11 @@ class PolicySpec:
             return MeanActionPolicy(self.checkpoint)
         if self.kind == "expert":
             return ExpertPolicy()
+        if self.kind == "server":
+            from atlas.eval.remote_policy import RemotePolicy
+
+            remote = RemotePolicy(self.server or "", self.api_key)
+            return with_libero_cameras(remote, remote.metadata.get("cameras", []))
         # Imported here: the model stack is heavy and owned by atlas.models.
         from atlas.models.policy import AtlasVLAPolicy
 
@@ -149,15 +163,16 @@ class PolicySpec:
         return with_libero_cameras(policy.eval())  # once: predict_action never switches modes
 
 
-def with_libero_cameras(policy: Any) -> RolloutPolicy:
+def with_libero_cameras(policy: Any, cameras: Sequence[str] | None = None) -> RolloutPolicy:
     """`policy`, fed the simulator's cameras under the names it was trained with.
 
     A policy trained on a LeRobotDataset may name its cameras by feature key
     (observation.images.image, ...); each must stand for a LIBERO camera (CAMERA_ALIASES).
+    `cameras`: the policy's camera names (default: its config's; a served policy's metadata).
     """
     from atlas.data.lerobot_meta import CAMERA_ALIASES, libero_camera
 
-    cameras = list(policy.config.data.cameras)
+    cameras = list(policy.config.data.cameras if cameras is None else cameras)
     names = {cam: libero_camera(cam) for cam in cameras}
     unknown = [cam for cam, sim in names.items() if sim is None]
     if unknown:

@@ -4,6 +4,7 @@
                   [--replan 8] [--max-steps N] [--image-size 128] [--videos K] [--workers N]
                   [--out DIR] [--assets PATH] [--policy random]
     atlas rollout --checkpoint DIR --suite synthetic [--compare expert,mean-action] ...
+    atlas rollout --server ws://HOST:PORT --suite ...     the policy `atlas serve` serves
 
 `--suite synthetic` runs the world of the synthetic dataset (`atlas.eval.synthetic_env`) on
 held-out layouts picked by --seed, through the same loop, results file, table and videos.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,16 @@ def add_rollout_args(p: argparse.ArgumentParser) -> None:
         "training action every step; 'expert': the scripted expert (--suite synthetic only)",
     )
     p.add_argument("--chunk-size", type=int, default=8, help="actions per call of --policy random")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="act with the policy served at ws://HOST:PORT (`atlas serve`) instead of --checkpoint",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ATLAS_SERVE_API_KEY"),
+        help="the --server's API key (default $ATLAS_SERVE_API_KEY)",
+    )
     p.add_argument("--suite", required=True, help="libero_spatial|object|goal|10|90, or synthetic")
     p.add_argument("--tasks", type=parse_tasks, help="task ids, e.g. 0,3 or 0-4 (default: all)")
     p.add_argument("--trials", type=int, default=50, help="trials per task (max 50)")
@@ -114,6 +126,8 @@ def _instruction_source(args: argparse.Namespace) -> str:
     """The explicit flag, else what the checkpoint was trained with, else the file-name form."""
     if args.instruction:
         return args.instruction
+    if args.server:
+        return _checkpoint_config(args)["data"]["instruction_source"] or "filename"
     config = Path(args.checkpoint or "") / "config.json"
     if args.policy == "checkpoint" and config.is_file():
         return json.loads(config.read_text()).get("data", {}).get("instruction_source", "filename")
@@ -121,7 +135,7 @@ def _instruction_source(args: argparse.Namespace) -> str:
 
 
 def _default_out(args: argparse.Namespace, kind: str) -> Path:
-    if kind in ("random", "expert"):
+    if kind in ("random", "expert", "server"):
         return Path("outputs") / "rollouts" / kind / args.suite
     suffix = "" if kind == "checkpoint" else f"-{kind}"
     return Path(args.checkpoint) / "rollouts" / f"{args.suite}{suffix}"
@@ -135,15 +149,17 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     """
     from atlas.eval.libero_setup import SimulatorUnavailableError
     from atlas.eval.policies import PolicyOutputError
+    from atlas.eval.remote_policy import PolicyServerError
     from atlas.eval.rollout_results import RolloutSetupError
 
     try:
+        args.served = _served_metadata(args)
         factory = _env_factory(args)
         # A resolved path, so a resume from another working directory is the same policy.
         checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
-        kinds = list(dict.fromkeys([args.policy, *args.compare]))
+        kinds = list(dict.fromkeys(["server" if args.server else args.policy, *args.compare]))
         runs = [_prepare_run(args, kind, checkpoint, factory) for kind in kinds]
-    except (SimulatorUnavailableError, FileNotFoundError, ValueError) as e:
+    except (SimulatorUnavailableError, PolicyServerError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
     if args.threads:
@@ -152,7 +168,12 @@ def run_rollout_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         summaries = {kind: _run(config, factory, policy) for kind, (config, policy) in runs}
-    except (SimulatorUnavailableError, RolloutSetupError, PolicyOutputError) as e:
+    except (
+        SimulatorUnavailableError,
+        RolloutSetupError,
+        PolicyOutputError,
+        PolicyServerError,
+    ) as e:
         log.error("%s", e)
         return 2
     # run_rollouts has logged the tables; stdout gets the summary file for scripts.
@@ -178,7 +199,22 @@ def _env_factory(args: argparse.Namespace) -> Any:
     return SyntheticEnvFactory(spec.get("tasks", 4), size, _instruction_source(args), args.seed)
 
 
+def _served_metadata(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --server's metadata (it is reachable and takes our key), or None without --server."""
+    if not args.server:
+        return None
+    from atlas.eval.remote_policy import server_metadata
+
+    if args.checkpoint:
+        raise ValueError("give --server or --checkpoint, not both: the server holds the policy")
+    return server_metadata(args.server, args.api_key)
+
+
 def _checkpoint_config(args: argparse.Namespace) -> dict[str, Any]:
+    served = getattr(args, "served", None)
+    if served is not None:  # what the server says of its policy's data
+        data = {k: served.get(k) for k in ("instruction_source", "synthetic")}
+        return {"data": data}
     path = Path(args.checkpoint or "") / "config.json"
     return json.loads(path.read_text()) if args.checkpoint and path.is_file() else {}
 
@@ -195,8 +231,12 @@ def _prepare_run(
         raise ValueError("--policy expert: the scripted expert exists only for --suite synthetic")
     if kind in CHECKPOINT_KINDS and checkpoint:
         check_checkpoint(checkpoint, tuple(getattr(factory, "cameras", CAMERAS)))
-    policy = PolicySpec(kind, checkpoint, args.chunk_size, seed=args.seed)
-    own_out = args.out and kind == args.policy
+    if kind == "server":
+        name = str(args.served.get("name", "unnamed"))
+        policy = PolicySpec(kind, server=args.server, served=name, api_key=args.api_key)
+    else:
+        policy = PolicySpec(kind, checkpoint, args.chunk_size, seed=args.seed)
+    own_out = args.out and kind == ("server" if args.server else args.policy)
     config = RolloutConfig(
         suite=args.suite,
         out_dir=Path(args.out) if own_out else _compare_out(args, kind),

@@ -204,15 +204,23 @@ class AtlasVLAPolicy(nn.Module):
         """Forget the frame history of predict_action (call between episodes)."""
         self._history.clear()
 
+    def new_history(self) -> deque[Tensor]:
+        """An empty frame history for `predict_action(..., history=)` (a server keeps one per
+        client, so clients never see each other's frames)."""
+        return deque(maxlen=self.config.data.history)
+
     @torch.no_grad()
-    def predict_action(self, observation: dict[str, Any]) -> np.ndarray:
+    def predict_action(
+        self, observation: dict[str, Any], history: deque[Tensor] | None = None
+    ) -> np.ndarray:
         """One robot observation -> the action chunk [Hc, 7] in robot units (unnormalized).
 
         observation = {"images": {camera: uint8 [h, w, 3] as stored in LIBERO HDF5 / returned by
         the simulator}, "instruction": str, "state": float32 [8] (read with use_proprio)}.
         Orientation, resizing and normalization go through the same functions as the dataset.
         Frames of the previous calls since `reset()` fill the history; at an episode start the
-        oldest frame is repeated. Runs in eval mode (restored afterwards).
+        oldest frame is repeated. Runs in eval mode (restored afterwards). `history` (from
+        `new_history()`) replaces the policy's own frame history for this call.
         """
         from atlas.data.transforms import preprocess_frames
 
@@ -225,8 +233,9 @@ class AtlasVLAPolicy(nn.Module):
         ]
         current = torch.cat(frames)  # [cams, 3, H, W], the current step
         # The data.blank_images ablation sees black frames here as in training.
-        self._history.append(torch.zeros_like(current) if d.blank_images else current)
-        steps = list(self._history)[::-1]  # h = 0 is the current step
+        history = self._history if history is None else history
+        history.append(torch.zeros_like(current) if d.blank_images else current)
+        steps = list(history)[::-1]  # h = 0 is the current step
         steps += [steps[-1]] * (d.history - len(steps))
         images = torch.cat(steps).unsqueeze(0)  # [1, history * cams, 3, H, W]
         batch: dict[str, Any] = {"images": images, "instruction": [observation["instruction"]]}

@@ -6,6 +6,7 @@ trains on it trains on the real DataLoader.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,3 +71,28 @@ def tiny_config(
         model.setdefault(section, {}).update(values)
     data_section = {"cameras": ["agentview_rgb"], "image_size": 56, "history": 1, **(data or {})}
     return from_dict(AtlasConfig, {"model": model, "data": data_section})
+
+
+def export_tiny_policy(path: str | Path, seed: int = 0, **model_overrides: Any) -> Path:
+    """Save a random-weight tiny policy that acts like a LIBERO one (both cameras, history 2,
+    chunks of 4, proprio, a q99 normalizer with non-trivial ranges) to `path`; for serving and
+    rollout tests. `model_overrides` update the model sections as in `tiny_config`.
+    """
+    from atlas.data.normalization import Normalizer
+    from atlas.models.policy import build_policy
+
+    def group(dim: int) -> dict[str, list[float]]:
+        low, high = [-0.5 - 0.1 * i for i in range(dim)], [0.5 + 0.2 * i for i in range(dim)]
+        return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": low, "max": high, "q01": low,
+                "q99": high}  # fmt: skip
+
+    model: dict[str, Any] = {"action_head": {"chunk_size": 4, "use_proprio": True}}
+    for section, values in model_overrides.items():
+        model.setdefault(section, {}).update(values)
+    cfg = tiny_config(data={"cameras": ["agentview_rgb", "eye_in_hand_rgb"], "history": 2}, **model)
+    stats = {"action": group(7), "proprio": group(8), "num_samples": 10}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        policy = build_policy(cfg, Normalizer(stats, "q99"))
+    policy.save_pretrained(path)
+    return Path(path)
