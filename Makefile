@@ -15,6 +15,9 @@ TORCH_SPEC ?= torch==2.13.0
 TEST_EXTRAS ?= dev,sim,sim-assets,deepspeed
 # LIBERO itself goes in without its declared dependencies (see pyproject's `sim` extra).
 LIBERO_SPEC ?= hf-libero==0.1.4
+# openpi's client (`atlas rollout --server`, the serving tests) pins numpy < 2, which it does not
+# need: it goes in without dependencies too; websockets and msgpack are ours already.
+OPENPI_CLIENT_SPEC ?= openpi-client==0.1.2
 PYTEST_ARGS ?=
 DEPS_HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 
@@ -34,11 +37,12 @@ $(VENV)/.torch: | $(PY)
 
 $(VENV)/.deps-$(DEPS_HASH): $(VENV)/.torch
 	$(PIP) -e .
+	$(PIP) --no-deps "$(OPENPI_CLIENT_SPEC)"
 	@touch $@
 
 $(VENV)/.deps-test-$(DEPS_HASH): $(VENV)/.torch
 	$(PIP) -e ".[$(TEST_EXTRAS)]"
-	$(PIP) --no-deps "$(LIBERO_SPEC)"
+	$(PIP) --no-deps "$(LIBERO_SPEC)" "$(OPENPI_CLIENT_SPEC)"
 	@touch $@
 
 install: $(VENV)/.deps-$(DEPS_HASH)
