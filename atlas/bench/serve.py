@@ -1,6 +1,7 @@
 """What serving costs: `atlas serve` round trips on loopback against in-process `predict_action`.
 
     python -m atlas.bench.serve                          # the debug policy, CPU, 200 calls each
+    python -m atlas.bench.serve --quick                  # 5 calls each (CI)
     python -m atlas.bench.serve --cameras 2 --raw-size 256 --iters 500
 
 The debug policy (atlas/configs/debug.yaml, random weights, identity normalization) is exported,
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     infer_ms = np.asarray([r["server_timing"]["infer_ms"] for r in replies])
     max_diff = max(float(np.abs(r["actions"] - a).max()) for r, a in zip(replies, local))
     return {
+        "bench": "serve",
         "policy": "debug",
         "cameras": args.cameras,
         "raw_size": args.raw_size,
@@ -140,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cameras", type=int, choices=[1, 2], default=1, help="1: debug.yaml's")
     p.add_argument("--raw-size", type=int, default=128, help="frame size sent (LIBERO: 128)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
+    p.add_argument("--quick", action="store_true", help="5 timed calls, 2 warm-up (CI)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.iters, args.warmup = 5, 2
     result = run(args)
     print_table(result)
     print(json.dumps(result))
