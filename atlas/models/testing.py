@@ -73,7 +73,12 @@ def tiny_config(
     return from_dict(AtlasConfig, {"model": model, "data": data_section})
 
 
-def export_tiny_policy(path: str | Path, seed: int = 0, **model_overrides: Any) -> Path:
+def export_tiny_policy(
+    path: str | Path,
+    seed: int = 0,
+    cameras: tuple[str, ...] = ("agentview_rgb", "eye_in_hand_rgb"),
+    **model_overrides: Any,
+) -> Path:
     """Save a random-weight tiny policy that acts like a LIBERO one (both cameras, history 2,
     chunks of 4, proprio, a q99 normalizer with non-trivial ranges) to `path`; for serving and
     rollout tests. `model_overrides` update the model sections as in `tiny_config`.
@@ -89,7 +94,7 @@ def export_tiny_policy(path: str | Path, seed: int = 0, **model_overrides: Any) 
     model: dict[str, Any] = {"action_head": {"chunk_size": 4, "use_proprio": True}}
     for section, values in model_overrides.items():
         model.setdefault(section, {}).update(values)
-    cfg = tiny_config(data={"cameras": ["agentview_rgb", "eye_in_hand_rgb"], "history": 2}, **model)
+    cfg = tiny_config(data={"cameras": list(cameras), "history": 2}, **model)
     stats = {"action": group(7), "proprio": group(8), "num_samples": 10}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

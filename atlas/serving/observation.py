@@ -87,7 +87,13 @@ class ServingSpec:
 
 
 def is_wrist_camera(name: str) -> bool:
-    """LIBERO's `eye_in_hand_rgb` and the LeRobot publications' `*wrist*` keys."""
+    """LIBERO's `eye_in_hand_rgb` and its LeRobot keys (`...wrist_image`, `...image2`), and
+    any other camera named like a wrist one."""
+    from atlas.data.lerobot_meta import libero_camera
+
+    libero = libero_camera(name)
+    if libero is not None:
+        return libero == "eye_in_hand_rgb"
     return "wrist" in name or "eye_in_hand" in name
 
 

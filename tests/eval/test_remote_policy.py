@@ -76,8 +76,9 @@ def _assert_same(local: Recording, remote: Recording) -> None:
         np.testing.assert_allclose(b, a, atol=ATOL)
 
 
-def test_fake_env_rollout_equals_in_process(export, server, tmp_path) -> None:
-    remote_spec = PolicySpec("server", server=server.url, served="x")
+def _assert_fake_env_rollouts_equal(export: Path, url: str, tmp_path: Path) -> None:
+    """In process and through the server: the same chunks, executed actions and outcomes."""
+    remote_spec = PolicySpec("server", server=url, served="x")
     kw = {"tasks": (0, 1), "trials": 2, "max_steps": 9, "replan_interval": 3}
     runs = {}
     for name, spec in (("local", PolicySpec("checkpoint", str(export))), ("remote", remote_spec)):
@@ -88,6 +89,19 @@ def test_fake_env_rollout_equals_in_process(export, server, tmp_path) -> None:
     for a, b in zip(local_envs.envs, remote_envs.envs, strict=True):
         np.testing.assert_allclose(np.stack(b.actions), np.stack(a.actions), atol=ATOL)
     assert _episodes(tmp_path / "local") == _episodes(tmp_path / "remote")
+
+
+def test_fake_env_rollout_equals_in_process(export, server, tmp_path) -> None:
+    _assert_fake_env_rollouts_equal(export, server.url, tmp_path)
+
+
+def test_served_lerobot_camera_keys_get_the_simulator_cameras(tmp_path) -> None:
+    """A policy trained on a LeRobotDataset names its cameras by feature key; served, the rollout
+    renames the simulator's frames for it exactly as in process."""
+    cameras = ("observation.images.image", "observation.images.wrist_image")
+    export = export_tiny_policy(tmp_path / "lerobot" / "final", cameras=cameras)
+    with served(export, "--threads", "1", log_dir=tmp_path) as lerobot_server:
+        _assert_fake_env_rollouts_equal(export, lerobot_server.url, tmp_path)
 
 
 def _simulator_missing() -> str | None:

@@ -102,6 +102,12 @@ def test_openpi_keys_map_lerobot_camera_names() -> None:
         "observation/image": "observation.images.image",
         "observation/wrist_image": "observation.images.wrist_image",
     }
+    libero_publication = ServingSpec(
+        "p", ("observation.images.image", "observation.images.image2"), 56, 1, 1, True, "x"
+    )
+    assert (
+        libero_publication.openpi_cameras["observation/wrist_image"] == "observation.images.image2"
+    )
     two_scenes = ServingSpec("p", ("left", "right"), 56, 1, 1, True, "x")
     assert not two_scenes.accepts_openpi and two_scenes.metadata()["expected_keys"]["openpi"] == []
     with pytest.raises(ObservationError, match="openpi's two image keys cannot name"):
