@@ -83,11 +83,11 @@ def run_serve_command(args: argparse.Namespace) -> int:
     """Load the policy, then serve until stopped. Returns 0, or 2 when it cannot start."""
     error = _argument_error(args)
     if error:
-        log.error("%s", error)
+        log.error("error: %s", error)
         return 2
     import torch
 
-    from atlas.cli import user_errors
+    from atlas.errors import user_errors
     from atlas.models.policy import AtlasVLAPolicy
     from atlas.serving.observation import spec_from_policy
     from atlas.serving.server import PolicyServer, run_server
@@ -98,7 +98,9 @@ def run_serve_command(args: argparse.Namespace) -> int:
     try:
         policy = AtlasVLAPolicy.from_pretrained(args.checkpoint).to(torch.device(device)).eval()
     except (*user_errors(), RuntimeError) as e:  # RuntimeError: weights that do not fit, no CUDA
-        log.error("cannot load the policy from %s: %s: %s", args.checkpoint, type(e).__name__, e)
+        log.error(
+            "error: cannot load the policy from %s: %s: %s", args.checkpoint, type(e).__name__, e
+        )
         return 2
     spec = spec_from_policy(policy, name="/".join(Path(args.checkpoint).resolve().parts[-2:]))
     if not _is_loopback(args.host) and not args.api_key:
@@ -114,6 +116,6 @@ def run_serve_command(args: argparse.Namespace) -> int:
     try:
         run_server(PolicyServer(policy, spec, args.api_key), args.host, args.port, on_ready)
     except OSError as e:  # taken between the check and the bind
-        log.error("%s", _listen_error(args, e))
+        log.error("error: %s", _listen_error(args, e))
         return 2
     return 0

@@ -20,6 +20,7 @@ episode; only policies with `data.history > 1` keep frames between calls).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ class ServingSpec:
     action_horizon: int
     uses_state: bool
     instruction_source: str
+    synthetic: dict[str, Any] | None = None  # the synthetic dataset it learned (its world's size)
 
     @property
     def openpi_cameras(self) -> dict[str, str]:
@@ -82,6 +84,7 @@ class ServingSpec:
             "history": self.history,
             "state_dim": STATE_DIM if self.uses_state else 0,
             "instruction_source": self.instruction_source,
+            "synthetic": self.synthetic,
             "expected_keys": {"atlas": atlas_keys, "openpi": openpi_keys},
         }
 
@@ -100,6 +103,7 @@ def is_wrist_camera(name: str) -> bool:
 def spec_from_policy(policy: Any, name: str) -> ServingSpec:
     """The ServingSpec of an `AtlasVLAPolicy` (the only place the server reads its config)."""
     cfg = policy.config
+    synthetic = cfg.data.synthetic
     return ServingSpec(
         name=name,
         cameras=tuple(cfg.data.cameras),
@@ -108,6 +112,7 @@ def spec_from_policy(policy: Any, name: str) -> ServingSpec:
         action_horizon=cfg.model.action_head.chunk_size,
         uses_state=cfg.model.action_head.use_proprio,
         instruction_source=cfg.data.instruction_source,
+        synthetic=None if synthetic is None else dataclasses.asdict(synthetic),
     )
 
 

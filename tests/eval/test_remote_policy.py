@@ -16,6 +16,7 @@ from atlas.eval import libero_env, libero_setup
 from atlas.eval.policies import PolicySpec, RolloutPolicy
 from atlas.eval.rollout import RolloutConfig, run_rollouts
 from atlas.eval.rollout_cli import rollout_main
+from atlas.eval.synthetic_env import SYNTHETIC_SUITE, SyntheticEnvFactory
 from atlas.models.testing import export_tiny_policy
 from atlas.serving.launch import ServerProcess, served
 
@@ -59,7 +60,7 @@ def _rollout(env_factory: Any, spec: PolicySpec, out: Path, **kw: Any) -> Record
         recording.append(Recording(spec()))
         return recording[0]
 
-    config = RolloutConfig(suite="libero_spatial", out_dir=out, **kw)
+    config = RolloutConfig(out_dir=out, **{"suite": "libero_spatial", **kw})
     run_rollouts(config, env_factory, build, {"policy": spec.name})
     return recording[0]
 
@@ -104,6 +105,17 @@ def test_served_lerobot_camera_keys_get_the_simulator_cameras(tmp_path) -> None:
         _assert_fake_env_rollouts_equal(export, lerobot_server.url, tmp_path)
 
 
+def test_synthetic_rollout_equals_in_process(export, server, tmp_path) -> None:
+    """The synthetic world, where success depends on the actions: same chunks, same outcomes."""
+    kw = {"tasks": (0, 1), "trials": 2, "max_steps": 12, "replan_interval": 4}
+    factory = SyntheticEnvFactory(num_tasks_=2, image_size=32)
+    config = {"suite": SYNTHETIC_SUITE, **kw}
+    local = _rollout(factory, PolicySpec("checkpoint", str(export)), tmp_path / "a", **config)
+    remote = _rollout(factory, PolicySpec("server", server=server.url), tmp_path / "b", **config)
+    _assert_same(local, remote)
+    assert _episodes(tmp_path / "a") == _episodes(tmp_path / "b")
+
+
 def _simulator_missing() -> str | None:
     if not libero_setup.simulator_available():
         return "LIBERO simulator not installed (pip install 'atlas-vla[sim,sim-assets]')"
@@ -146,6 +158,12 @@ def test_rollout_command_with_server(server, tmp_path, monkeypatch, caplog) -> N
     assert settings["policy"].startswith(f"server:{server.url} (policy")
     assert settings["policy"].endswith("/final)")
     assert settings["instruction_source"] == "filename"  # from the server's metadata
+
+    # The synthetic suite: the world comes from the server's metadata, no simulator needed.
+    argv = ["--server", server.url, "--suite", "synthetic", "--tasks", "0", "--trials", "1"]
+    argv += ["--max-steps", "4", "--videos", "0", "--out", str(tmp_path / "syn"), "--no-progress"]
+    assert rollout_main(argv) == 0
+    assert [(t, i) for t, i, _, _ in _episodes(tmp_path / "syn")] == [(0, 0)]
 
     assert rollout_main(["--server", "ws://127.0.0.1:9", "--suite", "libero_spatial"]) == 2
     assert "cannot reach a policy server at ws://127.0.0.1:9" in caplog.text
