@@ -126,6 +126,7 @@ def _simulator_missing() -> str | None:
     return None
 
 
+@pytest.mark.slow  # two LIBERO envs (~1 min idle); CI covers the same path with the fake envs
 @pytest.mark.skipif(_simulator_missing() is not None, reason=str(_simulator_missing()))
 def test_libero_rollout_equals_in_process(export, server, tmp_path) -> None:
     """One trial of libero_spatial task 0, 12 policy steps, in the real simulator."""
