@@ -25,7 +25,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from atlas.checkpoint.layout import CheckpointError
     from atlas.config import ConfigError
     from atlas.data.errors import DataError
-    from atlas.models.vggt.loading import CheckpointError as WeightsError
+    from atlas.models.vggt.loading import WeightsError
 
     return (ConfigError, DataError, CheckpointError, WeightsError, FileNotFoundError)
 

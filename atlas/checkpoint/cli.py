@@ -6,8 +6,10 @@
 
 Prints step, epoch and position, samples seen, the effective batch and its split, world size,
 the best validation metric, and every file with its size; checks the files against
-COMPLETE.json (sha256 unless --no-checksums). Exit code 0 when intact, 1 when incomplete or
-corrupt, 2 when PATH is not a checkpoint.
+COMPLETE.json (sha256 unless --no-checksums) and screens every pickle-based file as a resume
+would (`atlas.checkpoint.unpickle`). Exit code 0 when intact, 1 when incomplete or corrupt, 2
+when PATH is not a checkpoint or holds a file that would be refused. For a run directory it says
+which checkpoint `resume: auto` would take, and why `last_checkpoint` is ignored if it is.
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def inspect_checkpoint(path: Path, checksums: bool = True) -> dict[str, Any]:
     ]
     info["total_size"] = sum(f["size"] for f in info["files"])
     meta_file = path / layout.META
-    if meta_file.is_file():
-        meta = layout.read_json(meta_file)
+    meta = _read_meta(meta_file) if meta_file.is_file() else None
+    if meta is None and meta_file.is_file():
+        info.update(
+            kind="unknown", status="incomplete or corrupt", problem=f"{layout.META}: unreadable"
+        )
+    elif meta is not None:
         prog, batch = meta.get("progress", {}), meta.get("batch", {})
         info.update(
             kind="checkpoint",
@@ -62,6 +68,7 @@ def inspect_checkpoint(path: Path, checksums: bool = True) -> dict[str, Any]:
             reason=meta.get("reason"),
             created=meta.get("created"),
             frozen_weights_saved=meta.get("model", {}).get("frozen_saved"),
+            strategy_format=meta.get("model", {}).get("owner"),
         )
     else:
         info["kind"] = "export" if (path / layout.MODEL).is_file() else "unknown"
@@ -76,19 +83,24 @@ def run_inspect(args: argparse.Namespace) -> int:
     run: dict[str, Any] | None = None
     if not (path / layout.MARKER).exists() and not (path / layout.META).exists():
         ckpts = layout.list_checkpoints(path)
-        last = layout.read_last(path)
+        last, problem = layout.parse_last(path)
         if not ckpts and last is None:
             sys.stderr.write(f"error: {path} is neither a checkpoint nor a run directory\n")
             return 2
+        newest = layout.newest_complete(path)  # what `resume: auto` would take
         run = {
             "run_dir": str(path),
             "last_checkpoint": str(last) if last else None,
+            "pointer_problem": problem,
+            "resume_auto": str(newest) if newest else None,
             "checkpoints": [c.name for c in ckpts],
         }
-        path = last if last is not None and last.is_dir() else ckpts[-1]
+        path = newest or (last if last is not None and last.is_dir() else ckpts[-1])
     info = inspect_checkpoint(path, checksums=not args.no_checksums)
     if run is not None:
         info["run"] = run
+    if info["status"] == "complete" and not _screened(path, info):
+        return 2
     if args.json:
         sys.stdout.write(json.dumps(info, indent=1) + "\n")
     else:
@@ -96,14 +108,38 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0 if info["status"] == "complete" else 1
 
 
+def _read_meta(file: Path) -> dict[str, Any] | None:
+    try:
+        meta = layout.read_json(file)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _screened(path: Path, info: dict[str, Any]) -> bool:
+    """Would every pickle-based file of `path` load without running code? Says why not."""
+    from atlas.checkpoint.unpickle import screen
+    from atlas.distributed.strategy import strategy_class
+
+    owner = info.get("strategy_format")
+    try:
+        screen(path, strategy_class(owner).pickle_globals if owner else ())
+    except layout.CheckpointError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return False
+    return True
+
+
 def format_info(info: dict[str, Any]) -> str:
     lines = []
     if "run" in info:
         r = info["run"]
+        last = r["last_checkpoint"] or f"ignored: {r['pointer_problem']}"
         lines += [
             f"run dir      {r['run_dir']}",
             f"checkpoints  {', '.join(r['checkpoints'])}",
-            f"last         {r['last_checkpoint']}",
+            f"last         {last}",
+            f"resume auto  {r['resume_auto'] or 'none complete: a fresh start'}",
             "",
         ]
     status = info["status"] + (f" ({info['problem']})" if info["problem"] else "")

@@ -160,6 +160,15 @@ def _restart_schedule(sched: LRScheduler, step: int, base_lrs: list[float] | Non
     sched._last_lr = lrs  # type: ignore[attr-defined]
 
 
+def seed_change(path: Path, cfg: AtlasConfig) -> tuple[int, int] | None:
+    """(checkpoint's, this run's) `training.seed` when they differ, else None."""
+    try:
+        old = yaml.safe_load((path / layout.CONFIG).read_text())["training"]["seed"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return None if old == cfg.training.seed else (int(old), cfg.training.seed)
+
+
 def log_config_changes(path: Path, cfg: AtlasConfig) -> None:
     """Say which settings differ from the checkpoint's config (resume is allowed; be explicit)."""
     try:

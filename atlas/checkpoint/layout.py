@@ -35,8 +35,6 @@ META = "meta.json"
 MODEL = "model.safetensors"
 CONFIG = "config.yaml"
 LAST = "last_checkpoint"
-# Where a directory's weights live: ours / an export, FSDP2's DCP shards, DeepSpeed's file.
-WEIGHT_NAMES = (MODEL, "dcp", "mp_rank_00_model_states.pt")
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^iter_(\d+)$")
 _STALE_PREFIXES = (".tmp-", ".old-", ".del-", f".{LAST}.tmp-")
@@ -159,23 +157,47 @@ def read_json(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- last_checkpoint
 
 
-def read_last(save_dir: Path) -> Path | None:
-    """The checkpoint `last_checkpoint` names, or None. Falls back to the same name in `save_dir`
-    when the stored path no longer exists (the run directory was moved or copied)."""
+def parse_last(save_dir: Path) -> tuple[Path | None, str | None]:
+    """(checkpoint `last_checkpoint` names, None) or (None, why the pointer is unusable).
+
+    The pointer holds a name (`iter_00001000`) or, as older runs wrote it, an absolute path. It
+    must name an `iter_N` directory of `save_dir` itself: a copied run directory whose pointer
+    still names the original's folders must not resume from another run. An absolute path whose
+    directory no longer exists falls back to the same name in `save_dir` (a moved run).
+    """
     f = save_dir / LAST
-    if not f.is_file():
-        return None
-    text = f.read_text().strip()
+    if not f.exists():
+        return None, None
+    try:
+        text = f.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"{f} is unreadable ({type(e).__name__})"
     if not text:
-        return None
+        return None, f"{f} is empty"
+    if "\n" in text or len(text) > 4096:
+        return None, f"{f} does not hold one path"
     named = Path(text)
-    if named.is_dir():
-        return named
-    return save_dir / named.name
+    if step_of(named) is None:
+        return None, f"{f} names {text!r}, not an {PREFIX}N checkpoint"
+    if not named.is_absolute():
+        return (save_dir / named, None) if len(named.parts) == 1 else (None, f"{f}: bad {text!r}")
+    if named.parent.resolve() == save_dir.resolve() or not named.exists():
+        return save_dir / named.name, None
+    return None, f"{f} names {named}, which is outside this run directory {save_dir}"
+
+
+def read_last(save_dir: Path) -> Path | None:
+    """The checkpoint `last_checkpoint` names, or None (a warning says why when it is unusable,
+    and the newest complete checkpoint is used instead: see `newest_complete`)."""
+    last, problem = parse_last(save_dir)
+    if problem is not None:
+        log.warning("Ignoring the pointer: %s; using the newest complete checkpoint", problem)
+    return last
 
 
 def write_last(save_dir: Path, ckpt: Path) -> None:
-    atomic_write_text(save_dir / LAST, f"{ckpt.resolve()}\n")
+    """Point at `ckpt` by name: the run directory stays valid when moved or copied."""
+    atomic_write_text(save_dir / LAST, f"{ckpt.name}\n")
 
 
 # ------------------------------------------------------------------------------- selection
@@ -201,18 +223,18 @@ def newest_complete(run_dir: Path) -> Path | None:
     return None
 
 
-def weights_source(path: Path) -> Path:
+def weights_source(path: Path, names: tuple[str, ...]) -> Path:
     """A load_from PATH as a weights file or a verified directory holding weights.
 
-    Directories: an iter_N checkpoint or an export (model.safetensors), a sharded checkpoint
-    (FSDP2's dcp/, DeepSpeed's mp_rank_00_model_states.pt), or a run directory (its newest
-    complete checkpoint).
+    Directories: an iter_N checkpoint or an export, one holding any of `names` (model.safetensors
+    or a strategy's own format, `Strategy.weights_file`), or a run directory (its newest complete
+    checkpoint).
     """
     if path.is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"checkpoint.load_from: {path} does not exist")
-    if not any((path / name).exists() for name in WEIGHT_NAMES):
+    if not any((path / name).exists() for name in names):
         newest = newest_complete(path)
         if newest is None:
             raise CheckpointError(f"checkpoint.load_from: no weights or checkpoint in {path}")
@@ -246,11 +268,18 @@ def replace_dir(tmp: Path, target: Path) -> None:
 
 def cleanup_stale(save_dir: Path) -> None:
     """Remove leftovers of interrupted saves; put back a replaced checkpoint whose successor
-    never arrived (a crash between the two renames of `replace_dir`)."""
+    never arrived (a crash between the two renames of `replace_dir`).
+
+    Only the holder of the run directory's lock calls this (`lock`: no other run writes here).
+    A leftover whose writer (the pid in its name) is still alive on this machine is kept anyway.
+    """
     if not save_dir.is_dir():
         return
     for p in save_dir.iterdir():
         if not p.name.startswith(_STALE_PREFIXES):
+            continue
+        if _writer_alive(p.name):
+            log.warning("Leaving %s: the process that writes it is still running", p)
             continue
         if p.name.startswith(".old-") and p.is_dir():
             original = save_dir / p.name[len(".old-") :].rsplit("-", 1)[0]
@@ -263,3 +292,17 @@ def cleanup_stale(save_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
+
+
+def _writer_alive(name: str) -> bool:
+    """Is the process whose pid ends `name` (`.tmp-iter_N-<pid>`) another live one?"""
+    pid = name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

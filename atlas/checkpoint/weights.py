@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from atlas.checkpoint.layout import MODEL, CheckpointError
+from atlas.distributed.strategy import Strategy, available_strategies, strategy_class
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ def frozen_fingerprint(policy: nn.Module, keys: set[str]) -> dict[str, Any]:
     return {"tensors": len(keys), "numel": numel, "dtypes": dtypes, "sample_sha256": h.hexdigest()}
 
 
-def check_frozen(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Frozen weights are not in the checkpoint: make sure the rebuilt ones are the same."""
+def check_frozen(
+    path: Path, saved: dict[str, Any], now: dict[str, Any], seed: tuple[int, int] | None = None
+) -> None:
+    """Frozen weights are not in the checkpoint: make sure the rebuilt ones are the same.
+
+    `seed`: (checkpoint's, this run's) training.seed when they differ. A frozen part without
+    pretrained weights is a random init of the seed, so a new seed rebuilds different weights.
+    """
     if saved["tensors"] != now["tensors"] or saved["numel"] != now["numel"]:
         raise CheckpointError(
             f"{path}: the frozen part of the model changed ({saved['tensors']} tensors / "
@@ -89,6 +96,14 @@ def check_frozen(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None
             now["dtypes"],
         )
     elif saved["sample_sha256"] != now["sample_sha256"]:
+        if seed is not None:
+            raise CheckpointError(
+                f"{path}: the frozen weights differ from the checkpoint's: training.seed changed "
+                f"from {seed[0]} to {seed[1]}, and a frozen part without pretrained weights (no "
+                f"model.vggt.checkpoint, say) is a random init of the seed. Resume with --set "
+                f"training.seed={seed[0]}, or start a new run from the weights with "
+                f"checkpoint.load_from: {path}"
+            )
         raise CheckpointError(
             f"{path}: the frozen (pretrained) weights differ from the ones this checkpoint was "
             "trained with (model.vggt.checkpoint or the language encoder changed?). Point the "
@@ -98,7 +113,7 @@ def check_frozen(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None
 
 def load_resume_weights(path: Path, policy: nn.Module, info: dict[str, Any]) -> None:
     """Restore model.safetensors of checkpoint `path` strictly (frozen keys may be absent)."""
-    state = load_file(str(path / MODEL), device="cpu")
+    state = read_safetensors(path / MODEL)
     frozen = frozen_keys(policy)
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
@@ -112,23 +127,44 @@ def load_resume_weights(path: Path, policy: nn.Module, info: dict[str, Any]) -> 
         )
 
 
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file on the CPU; a damaged one raises a one-line CheckpointError."""
+    if not file.is_file():
+        what = "a directory, not a file" if file.is_dir() else "missing"
+        raise CheckpointError(f"{file}: {what} (expected a .safetensors weights file)")
+    try:
+        return load_file(str(file), device="cpu")
+    except Exception as e:  # SafetensorError, OSError: truncated, garbage, another format
+        problem = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{file}: not a readable safetensors file ({problem})") from None
+
+
+def strategy_weights(directory: Path) -> type[Strategy] | None:
+    """The strategy whose own weights format `directory` holds (FSDP2's dcp/, ...), if any."""
+    for name in available_strategies():
+        cls = strategy_class(name)
+        if cls.weights_file is not None and (directory / cls.weights_file).exists():
+            return cls
+    return None
+
+
+def weights_names() -> tuple[str, ...]:
+    """Names whose presence makes a directory a weights source: ours and every strategy's."""
+    names = (strategy_class(n).weights_file for n in available_strategies())
+    return (MODEL, *(n for n in names if n is not None))
+
+
 def load_weights_only(source: Path, policy: nn.Module) -> None:
     """Weights from `source` (see layout.weights_source) into `policy`, leniently:
     mismatched shapes and unknown keys are skipped, trainable keys absent keep their init; every
     such key is reported (fine-tuning, transfer learning)."""
     skipped: list[str] = []
     unexpected: list[str] = []
-    if source.is_dir() and (source / "dcp").is_dir():
-        from atlas.distributed.fsdp2 import load_model_weights as load_dcp
-
-        missing = load_dcp(source / "dcp", policy)
-    elif source.is_dir() and (source / "mp_rank_00_model_states.pt").is_file():
-        from atlas.distributed.deepspeed_engine import load_model_weights as load_ds
-
-        missing = load_ds(source, policy)
+    owner = strategy_weights(source) if source.is_dir() else None
+    if owner is not None and not (source / MODEL).is_file():
+        missing = owner.load_weights(source, policy)
     else:
-        file = source / MODEL if source.is_dir() else source
-        state = load_file(str(file), device="cpu")
+        state = read_safetensors(source / MODEL if source.is_dir() else source)
         own = policy.state_dict()
         skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
         for k in skipped:

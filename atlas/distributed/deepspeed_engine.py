@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from atlas.checkpoint.unpickle import load_pt
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
 from atlas.distributed.strategy import Strategy, register_strategy
@@ -124,6 +125,17 @@ class DeepSpeedStrategy(Strategy):
     """ZeRO-2 through `deepspeed.initialize`; see the module docstring."""
 
     owns_model_state = True
+    # In the ZeRO optimizer shards: DeepSpeed's loss scaler, ZeRO stage and fragment addresses.
+    pickle_globals = (
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+        "deepspeed.runtime.zero.config.ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment.fragment_address",
+    )
+    weights_file = MODEL_STATES
+
+    @classmethod
+    def load_weights(cls, directory: Path, model: nn.Module) -> list[str]:
+        return load_model_weights(directory, model)
 
     def __init__(self, cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> None:
         super().__init__(cfg, info, precision)
@@ -221,7 +233,7 @@ def load_model_weights(directory: Path, model: nn.Module) -> list[str]:
 
     Returns the model keys the file did not have (frozen ones, normally).
     """
-    state = torch.load(directory / MODEL_STATES, map_location="cpu", weights_only=True)
+    state = load_pt(directory / MODEL_STATES)  # weights_only: the module states need no globals
     weights = state["module"]
     model.load_state_dict(weights, strict=False)
     return sorted(set(model.state_dict()) - set(weights))

@@ -59,6 +59,7 @@ from torch.distributed.fsdp import (
 )
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
+from atlas.checkpoint.unpickle import SafeFileSystemReader, SafeLoadPlanner
 from atlas.config.schema import FSDPConfig
 from atlas.distributed.strategy import Strategy, register_strategy
 
@@ -193,9 +194,20 @@ def _options(save_frozen: bool) -> StateDictOptions:
 
 
 def _saved_keys(directory: Path) -> set[str]:
-    from torch.distributed.checkpoint import FileSystemReader
+    return set(SafeFileSystemReader(str(directory)).read_metadata().state_dict_metadata)
 
-    return set(FileSystemReader(str(directory)).read_metadata().state_dict_metadata)
+
+def _dcp_load(state: dict[str, Any], directory: Path) -> None:
+    """dcp.load through the restricted readers: DCP's own unpickle .metadata and its non-tensor
+    items without restriction, so a crafted checkpoint would run code (atlas.checkpoint.unpickle).
+    """
+    with _single_process_ok():
+        dcp.load(
+            state,
+            storage_reader=SafeFileSystemReader(str(directory)),
+            planner=SafeLoadPlanner(directory),
+            no_dist=not _distributed(),
+        )
 
 
 def save_sharded(
@@ -227,9 +239,7 @@ def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
     if missing:
         raise KeyError(f"{directory}: the checkpoint lacks trainable weights {missing[:8]}")
     state = {"model": model_sd, "optimizer": optim_sd}
-    # Fills `state` in place, each rank its own shards; one process reads everything.
-    with _single_process_ok():
-        dcp.load(state, checkpoint_id=str(directory), no_dist=not _distributed())
+    _dcp_load(state, directory)  # fills `state` in place, each rank its own shards
     # strict=False: frozen weights may be absent on purpose; trainable ones were checked above.
     opts = StateDictOptions(ignore_frozen_params=opts.ignore_frozen_params, strict=False)
     set_state_dict(
@@ -249,8 +259,7 @@ def load_model_weights(directory: Path, model: nn.Module) -> list[str]:
     saved = _saved_keys(directory)
     own = model.state_dict()
     wanted = {k: v for k, v in own.items() if f"model.{k}" in saved}
-    with _single_process_ok():
-        dcp.load({"model": wanted}, checkpoint_id=str(directory), no_dist=not _distributed())
+    _dcp_load({"model": wanted}, directory)
     model.load_state_dict(wanted, strict=False)
     return sorted(set(own) - set(wanted))
 
@@ -271,6 +280,11 @@ class FSDP2Strategy(Strategy):
     """
 
     owns_model_state = True
+    weights_file = DCP_DIR
+
+    @classmethod
+    def load_weights(cls, directory: Path, model: nn.Module) -> list[str]:
+        return load_model_weights(directory / DCP_DIR, model)
 
     def wrap(self, policy: nn.Module) -> nn.Module:
         if not _distributed():

@@ -74,6 +74,12 @@ class Strategy:
     # True: save_state/load_state write and read the model + optimizer state (sharded formats);
     # the checkpoint manager then leaves model.safetensors and optimizer.pt out of the checkpoint.
     owns_model_state: ClassVar[bool] = False
+    # Python globals the files of save_state pickle besides tensors and plain data: the checkpoint
+    # package admits these, and nothing else, when it reads or screens them (no code runs).
+    pickle_globals: ClassVar[tuple[str, ...]] = ()
+    # The file or folder of a checkpoint directory that holds this strategy's weights (its
+    # save_state format); None: the checkpoint manager's own model.safetensors.
+    weights_file: ClassVar[str | None] = None
 
     def __init__(self, cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> None:
         self.cfg, self.info, self.precision = cfg, info, precision
@@ -142,6 +148,12 @@ class Strategy:
         """Restore what `save_state` wrote (only if `owns_model_state`); every rank calls it."""
         raise RuntimeError(f"{self.name} does not own the model state: the manager loads it")
 
+    @classmethod
+    def load_weights(cls, directory: Path, model: nn.Module) -> list[str]:
+        """Weights only (checkpoint.load_from) from `directory/weights_file` into an unwrapped
+        `model`, without the engine; returns the model keys the file lacks (the frozen ones)."""
+        raise RuntimeError(f"{cls.name} does not own the model state: the manager loads it")
+
     def _prepared_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer is None:
             raise RuntimeError(f"{self.name}: call prepare(model, optimizer) before checkpointing")
@@ -186,6 +198,13 @@ def available_strategies() -> list[str]:
     return sorted(_MODULES)
 
 
+def strategy_class(name: str) -> type[Strategy]:
+    """The class registered for `training.strategy: <name>` (its module imported on first use)."""
+    if name not in STRATEGIES:
+        importlib.import_module(_MODULES[name])
+    return STRATEGIES[name]
+
+
 def build_strategy(cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> Strategy:
     """The `Strategy` for `training.strategy`; imports its module (and engine) on first use."""
     name = cfg.training.strategy
@@ -193,9 +212,7 @@ def build_strategy(cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") ->
         raise ValueError(
             f"training.strategy={name!r}: unknown (available: {', '.join(available_strategies())})"
         )
-    if name not in STRATEGIES:
-        importlib.import_module(_MODULES[name])
-    strategy = STRATEGIES[name](cfg, info, precision)
+    strategy = strategy_class(name)(cfg, info, precision)
     log.info("Parallelism strategy: %s (world size %d)", name, info.world_size)
     return strategy
 
@@ -208,4 +225,5 @@ __all__ = [
     "build_strategy",
     "clip_grad_norm",
     "register_strategy",
+    "strategy_class",
 ]

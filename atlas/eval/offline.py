@@ -234,12 +234,15 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     Exit codes: 0 done, 2 bad input (no such checkpoint, no held-out episodes, bad data).
     """
+    from atlas.checkpoint.layout import CheckpointError
     from atlas.config.loader import ConfigError
     from atlas.data.errors import DataError
+    from atlas.models.vggt.loading import WeightsError
 
+    user_errors = (FileNotFoundError, DataError, ConfigError, ValueError, CheckpointError)
     try:
         result = evaluate_checkpoint(Path(args.checkpoint), args.data, args.batch_size, args.device)
-    except (FileNotFoundError, DataError, ConfigError, ValueError) as e:
+    except (*user_errors, WeightsError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
     if args.json:
@@ -284,9 +287,8 @@ def load_policy_for_eval(path: Path) -> Any:
     if (path / "config.json").is_file():
         return AtlasVLAPolicy.from_pretrained(path)
     if (path / "config.yaml").is_file():
-        from atlas.checkpoint.manager import CheckpointManager
+        from atlas.checkpoint.resume import load_weights
         from atlas.config.loader import load_config
-        from atlas.distributed.env import DistInfo
         from atlas.models.policy import build_policy
         from atlas.training.build import seed_everything
 
@@ -296,7 +298,7 @@ def load_policy_for_eval(path: Path) -> Any:
         # out, and a randomly initialised frozen backbone (the debug VGGT) is rebuilt this way.
         seed_everything(cfg.training.seed)
         policy = build_policy(cfg, normalizer)
-        CheckpointManager(cfg, DistInfo()).load_weights(path, policy)
+        load_weights(path, policy)
         return policy
     raise FileNotFoundError(
         f"{path}: neither an exported policy (config.json) nor a checkpoint (config.yaml)"

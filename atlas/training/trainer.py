@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.lock import run_dir_lock
+from atlas.checkpoint.manager import CheckpointManager, SaveReason, load_weights, resolve_resume
 from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
@@ -71,13 +72,15 @@ def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
     info = init_distributed(cfg.training.dist_timeout_minutes)
     try:
         check_inputs(cfg)  # every path the run reads, before the run directory is created
-        setup_logging(info.rank, cfg.checkpoint.save_dir)
-        log_banner(info)
-        trainer = Trainer(cfg, info, progress=progress)
-        try:
-            return trainer.fit()
-        finally:
-            trainer.close()
+        # One writer per run directory: locked before anything (even the log) is written there.
+        with run_dir_lock(cfg.checkpoint.save_dir, info):
+            setup_logging(info.rank, cfg.checkpoint.save_dir)
+            log_banner(info)
+            trainer = Trainer(cfg, info, progress=progress)
+            try:
+                return trainer.fit()
+            finally:
+                trainer.close()
     except BaseException as e:
         if not isinstance(e, (*user_errors(), FloatingPointError)):  # those: one line, by the CLI
             log.exception("Training stopped by an error on rank %d", info.rank)
@@ -103,17 +106,16 @@ class Trainer:
         self.policy.cache_instructions(self.data.train_set.tasks)
         self.precision = resolve_precision(t.mixed_precision, self.device)
         self.strategy = build_strategy(cfg, info, self.precision.name)
-        self.ckpt = CheckpointManager(cfg, info, self.strategy)
-        resume = self.ckpt.resolve_resume()
+        resume = resolve_resume(cfg, info)
         if cfg.checkpoint.load_from and resume is None:
-            self.ckpt.load_weights(cfg.checkpoint.load_from, self.policy)
+            load_weights(cfg.checkpoint.load_from, self.policy, info)
         if t.compile:
             compile_blocks(self.policy)  # per block, in place: keys and methods stay the policy's
         self.micro_per_epoch = len(self.data.train_loader)
         self.total_steps = cfg.total_steps(self.micro_per_epoch)
         self._build_optimization()
         self.progress = TrainProgress()
-        self.objects = {
+        states = {
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
             "scaler": self.scaler,
@@ -121,9 +123,10 @@ class Trainer:
             "sampler": self.data.sampler,
             "rng": RNGState(),
         }
+        self.ckpt = CheckpointManager(cfg, info, self.policy, states, self.strategy)
         seed_everything(t.seed + info.rank)  # per-rank streams (dropout); a resume restores them
         if resume is not None:
-            self.ckpt.load(resume, self.policy, self.objects)
+            self.ckpt.load(resume, verified=True)
         if info.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         self.tracker = RunTracker(
@@ -165,10 +168,8 @@ class Trainer:
             while self.progress.step < self.total_steps and not stopped:
                 stopped = self._run_epoch()
         if not stopped:
-            self.ckpt.maybe_save(
-                self.progress, self.policy, self.objects, force=True, reason="final"
-            )
-            self.ckpt.export(self.policy, "final")
+            self.ckpt.save(self.progress.step, SaveReason.FINAL)
+            self.ckpt.export("final")
         elapsed = time.perf_counter() - start
         summary = self._summary(elapsed, setup_s, start_step, start_samples, stopped)
         self.tracker.finish(summary)
@@ -241,12 +242,12 @@ class Trainer:
             if self.rollouts.due(p.step):
                 result = self.rollouts.run(p.step, self.policy, self.strategy.gathered(self.model))
                 self.tracker.log_rollout(p.step, epoch, result)
-            self.ckpt.maybe_save(p, self.policy, self.objects, reason="interval")
+            self.ckpt.save(p.step, SaveReason.INTERVAL)
             if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
-                self.ckpt.maybe_save(p, self.policy, self.objects, reason="epoch_end")
+                self.ckpt.save(p.step, SaveReason.EPOCH_END)
         if self.preemption.should_stop(self.info):  # all ranks agree on the same step
             self.guard.check(self.info, self.run_dir)
-            self.ckpt.maybe_save(p, self.policy, self.objects, force=True, reason="preemption")
+            self.ckpt.save(p.step, SaveReason.PREEMPTION)
             log.warning("Preempted at step %d: checkpoint saved; resume with --resume auto", p.step)
             return True
         return False
@@ -286,7 +287,7 @@ class Trainer:
         check_validation_loss(result["loss"], p.step, self.run_dir)
         if result["loss"] < p.best_val_loss:  # the same reduced value on every rank
             p.best_val_loss, p.best_step = result["loss"], p.step
-            self.ckpt.export(self.policy, "best")
+            self.ckpt.export("best")
         return result
 
     def _summary(

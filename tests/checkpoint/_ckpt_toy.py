@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.manager import CheckpointManager, SaveReason, load_weights, resolve_resume
 from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
@@ -91,12 +91,12 @@ def train(
     dist = dist or DistInfo()
     model, objects = build(cfg, dist, total)
     progress = TrainProgress()
-    manager = CheckpointManager(cfg, dist)
-    path = manager.resolve_resume()
+    manager = CheckpointManager(cfg, dist, model, {**objects, "progress": progress})
+    path = resolve_resume(cfg, dist)
     if path is not None:
-        manager.load(path, model, {**objects, "progress": progress})
+        manager.load(path, verified=True)
     elif cfg.checkpoint.load_from:
-        manager.load_weights(cfg.checkpoint.load_from, model)
+        load_weights(cfg.checkpoint.load_from, model, dist)
     opt, sched, sampler = objects["optimizer"], objects["scheduler"], objects["sampler"]
     b, accum = cfg.data.batch_size, cfg.training.gradient_accumulation_steps
     # A private generator: creating an iterator must not draw from the global RNG (dropout's).
@@ -118,7 +118,7 @@ def train(
             opt.zero_grad()
             progress.step += 1
             progress.samples_seen += b * dist.world_size * accum
-            manager.maybe_save(progress, model, objects)
+            manager.save(progress.step, SaveReason.INTERVAL)
             if progress.step in (stop_at, total):
                 return model, progress
         progress.epoch += 1

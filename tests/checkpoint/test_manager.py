@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -18,9 +19,33 @@ from safetensors.torch import load_file
 
 from atlas.checkpoint import layout
 from atlas.checkpoint.cli import add_ckpt_subcommands
-from atlas.checkpoint.manager import CheckpointError, CheckpointManager
+from atlas.checkpoint.manager import (
+    CheckpointError,
+    CheckpointManager,
+    SaveReason,
+    resolve_resume,
+)
 from atlas.checkpoint.state import TrainProgress
+from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
+from atlas.distributed.strategy import Strategy
+
+
+def _progress() -> dict[str, TrainProgress]:
+    return {"progress": TrainProgress()}
+
+
+def _manager(cfg: AtlasConfig, progress: TrainProgress) -> CheckpointManager:
+    model, objects = build(cfg, DistInfo(), total=10)
+    return CheckpointManager(cfg, DistInfo(), model, {**objects, "progress": progress})
+
+
+def _resolve(cfg: AtlasConfig) -> Path | None:
+    return resolve_resume(cfg, DistInfo())
+
+
+def _sharded(optimizer: torch.optim.Optimizer) -> Strategy:
+    return cast("Strategy", _ShardedStrategy(optimizer))
 
 
 def _names(run: Path) -> list[str]:
@@ -31,7 +56,7 @@ def test_layout_and_safe_loading(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(toy_config(run), total=4)
     ckpt = run / "iter_00000004"
-    assert (run / layout.LAST).read_text().strip() == str(ckpt.resolve())
+    assert (run / layout.LAST).read_text().strip() == ckpt.name  # a name: the run can move
     expected = {
         "model.safetensors",
         "optimizer.pt",
@@ -66,30 +91,31 @@ def test_resume_is_bitwise_exact_in_process(tmp_path: Path) -> None:
 
 def test_retention_keeps_newest_best_and_last(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, save_interval=1, max_keep_ckpts=2)
-    manager = CheckpointManager(cfg, DistInfo())
-    model, objects = build(cfg, DistInfo(), total=10)
     progress = TrainProgress(best_step=2, best_val_loss=0.5)
+    manager = _manager(cfg, progress)
     for step in range(1, 7):
         progress.step = step
-        manager.maybe_save(progress, model, objects)
+        manager.save(step, SaveReason.INTERVAL)
     assert _names(tmp_path) == ["iter_00000002", "iter_00000005", "iter_00000006"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_save_is_due_on_interval_epoch_end_and_force(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path, save_interval=3, save_on_epoch_end=False)
-    manager = CheckpointManager(cfg, DistInfo())
-    model, objects = build(cfg, DistInfo(), total=10)
     p = TrainProgress(step=2)
-    assert manager.maybe_save(p, model, objects) is None
-    assert manager.maybe_save(p, model, objects, reason="epoch_end") is None
-    assert manager.maybe_save(p, model, objects, force=True, reason="preemption") is not None
+    manager = _manager(cfg, p)
+    assert manager.save(2, SaveReason.INTERVAL) is None
+    assert manager.save(2, SaveReason.EPOCH_END) is None
+    assert manager.save(2, SaveReason.PREEMPTION) is not None
     p.step = 3
-    path = manager.maybe_save(p, model, objects)
+    path = manager.save(3, SaveReason.INTERVAL)
     assert path == tmp_path / "iter_00000003"
+    assert json.loads((path / layout.META).read_text())["reason"] == "interval"
     cfg.checkpoint.save_on_epoch_end = True
     p.step = 4
-    assert manager.maybe_save(p, model, objects, reason="epoch_end") is not None
+    assert manager.save(4, SaveReason.EPOCH_END) is not None
+    with pytest.raises(ValueError, match="progress is at 4"):
+        manager.save(5, SaveReason.FINAL)
 
 
 def test_corrupt_checkpoint_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -98,25 +124,23 @@ def test_corrupt_checkpoint_falls_back(tmp_path: Path, caplog: pytest.LogCapture
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different content: only the checksum sees it
     newest.write_bytes(bytes(data))
-    manager = CheckpointManager(toy_config(tmp_path), DistInfo())
     with caplog.at_level(logging.INFO):
-        assert manager.resolve_resume() == tmp_path / "iter_00000004"
+        assert _resolve(toy_config(tmp_path)) == tmp_path / "iter_00000004"
     assert "optimizer.pt: sha256 mismatch" in caplog.text and "falling back" in caplog.text
     assert f"Auto resumed from the latest checkpoint {tmp_path / 'iter_00000004'}." in caplog.text
     # Truncated file: caught by size; an explicit PATH is never silently replaced.
     model = tmp_path / "iter_00000004" / "model.safetensors"
     model.write_bytes(model.read_bytes()[:-10])
-    explicit = CheckpointManager(toy_config(tmp_path, resume=str(model.parent)), DistInfo())
     with pytest.raises(CheckpointError, match="model.safetensors"):
-        explicit.resolve_resume()
-    assert manager.resolve_resume() == tmp_path / "iter_00000002"
+        _resolve(toy_config(tmp_path, resume=str(model.parent)))
+    assert _resolve(toy_config(tmp_path)) == tmp_path / "iter_00000002"
 
 
 def test_auto_without_checkpoint_starts_fresh(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO):
-        assert CheckpointManager(toy_config(tmp_path), DistInfo()).resolve_resume() is None
+        assert _resolve(toy_config(tmp_path)) is None
     assert "starting from scratch" in caplog.text
 
 
@@ -124,15 +148,15 @@ def test_resume_from_run_dir_and_stale_leftovers(tmp_path: Path) -> None:
     train(toy_config(tmp_path), total=4)
     (tmp_path / ".tmp-iter_00000006-999").mkdir()  # a save killed half-way
     cfg = toy_config(tmp_path / "elsewhere", resume=str(tmp_path))
-    assert CheckpointManager(cfg, DistInfo()).resolve_resume() == tmp_path / "iter_00000004"
-    CheckpointManager(toy_config(tmp_path), DistInfo()).resolve_resume()
+    assert _resolve(cfg) == tmp_path / "iter_00000004"
+    _resolve(toy_config(tmp_path))
     assert not (tmp_path / ".tmp-iter_00000006-999").exists()
 
 
 def test_load_weights_only(tmp_path: Path) -> None:
     trained, _ = train(toy_config(tmp_path / "a"), total=4)
-    manager = CheckpointManager(toy_config(tmp_path / "a"), DistInfo())
-    manager.export(trained, "final")
+    cfg = toy_config(tmp_path / "a")
+    CheckpointManager(cfg, DistInfo(), trained, {"progress": TrainProgress()}).export("final")
     for source in ("a/iter_00000004", "a/final", "a"):
         cfg = toy_config(
             tmp_path / source.replace("/", "_"), resume=None, load_from=str(tmp_path / source)
@@ -159,8 +183,8 @@ def test_refuses_changed_effective_batch(tmp_path: Path) -> None:
     cfg.checkpoint.allow_batch_change = True
     model, objects = build(cfg, DistInfo(), total=6)
     progress = TrainProgress()
-    manager = CheckpointManager(cfg, DistInfo())
-    manager.load(tmp_path / "iter_00000004", model, {**objects, "progress": progress})
+    manager = CheckpointManager(cfg, DistInfo(), model, {**objects, "progress": progress})
+    manager.load(tmp_path / "iter_00000004")
     assert progress.step == 32 // 16 and progress.samples_seen == 32
     assert objects["scheduler"].last_epoch == 2
 
@@ -181,9 +205,14 @@ def test_changed_frozen_weights_are_refused(tmp_path: Path) -> None:
     model = ToyModel()
     with torch.no_grad():
         model.backbone.weight.add_(1.0)  # "a different pretrained file"
-    manager = CheckpointManager(toy_config(tmp_path), DistInfo())
-    with pytest.raises(CheckpointError, match="frozen"):
-        manager.load(tmp_path / "iter_00000002", model, {})
+    manager = CheckpointManager(toy_config(tmp_path), DistInfo(), model, _progress())
+    with pytest.raises(CheckpointError, match="model.vggt.checkpoint or the language encoder"):
+        manager.load(tmp_path / "iter_00000002")
+    seeded = toy_config(tmp_path)
+    seeded.training.seed = 7  # a random-init frozen part is a function of the seed
+    manager = CheckpointManager(seeded, DistInfo(), model, _progress())
+    with pytest.raises(CheckpointError, match="training.seed changed from 42 to 7"):
+        manager.load(tmp_path / "iter_00000002")
 
 
 def test_inspect_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,6 +243,7 @@ class _ShardedStrategy:
 
     name = "fake_sharded"
     owns_model_state = True
+    pickle_globals = ()
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
@@ -234,17 +264,19 @@ class _ShardedStrategy:
 def test_sharded_strategy_owns_model_and_optimizer(tmp_path: Path) -> None:
     cfg = toy_config(tmp_path)
     trained, objects = build(cfg, DistInfo(), total=4)
-    progress = TrainProgress(step=2)
-    manager = CheckpointManager(cfg, DistInfo(), _ShardedStrategy(objects["optimizer"]))
-    path = manager.save(progress, trained, objects, reason="final")
+    states = {**objects, "progress": TrainProgress(step=2)}
+    manager = CheckpointManager(cfg, DistInfo(), trained, states, _sharded(objects["optimizer"]))
+    path = manager.save(2, SaveReason.FINAL)
+    assert path is not None
     names = {p.name for p in path.iterdir()}
     assert "shards.pt" in names and not {"model.safetensors", "optimizer.pt"} & names
     assert "shards.pt" in json.loads((path / layout.MARKER).read_text())["files"]
     model, fresh = build(cfg, DistInfo(), total=4)
     with torch.no_grad():
         model.head[0].weight.add_(1.0)
-    restored = CheckpointManager(cfg, DistInfo(), _ShardedStrategy(fresh["optimizer"]))
-    restored.load(path, model, fresh)
+    fresh_states = {**fresh, "progress": TrainProgress()}
+    restored = CheckpointManager(cfg, DistInfo(), model, fresh_states, _sharded(fresh["optimizer"]))
+    restored.load(path)
     assert same_weights(model, trained)
     with pytest.raises(CheckpointError, match="fake_sharded"):  # saved sharded, loaded plain
-        CheckpointManager(cfg, DistInfo()).load(path, model, fresh)
+        CheckpointManager(cfg, DistInfo(), model, fresh_states).load(path)

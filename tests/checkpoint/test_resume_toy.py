@@ -18,7 +18,7 @@ import torch
 from _ckpt_toy import same_weights, toy_config, train
 
 from atlas.checkpoint import layout
-from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.resume import resolve_resume
 from atlas.distributed.env import DistInfo
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +53,7 @@ def _run(save_dir: Path, *extra: str) -> int:
 
 
 def _resolved(save_dir: Path) -> Path | None:
-    return CheckpointManager(toy_config(save_dir), DistInfo()).resolve_resume()
+    return resolve_resume(toy_config(save_dir), DistInfo())
 
 
 def test_sigkill_during_saves_then_resume_is_exact(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from atlas.checkpoint.manager import CheckpointManager
+from atlas.checkpoint.state import TrainProgress
 from atlas.distributed.env import init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
 from atlas.models.policy import build_policy
@@ -33,7 +34,7 @@ def export(out: Path, name: str) -> None:
     model = strategy.wrap(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     strategy.prepare(model, torch.optim.AdamW(params, lr=1e-4))
-    CheckpointManager(cfg, info, strategy).export(policy, "export")
+    CheckpointManager(cfg, info, policy, {"progress": TrainProgress()}, strategy).export("export")
 
 
 def main() -> int:

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 
 from atlas.models.vggt import (
     VGGT,
-    CheckpointError,
     VGGTConfig,
+    WeightsError,
     build_vggt,
     extri_intri_to_pose_encoding,
     get_vggt_preset,
@@ -155,7 +155,7 @@ def test_mismatched_checkpoint_raises_clear_error(blob, tmp_path, edit, expected
     path = tmp_path / "bad.pt"
     torch.save(state, path)
     model = VGGT(config_from_fixture(blob["config"]))
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(WeightsError) as err:
         load_vggt_weights(model, path)
     assert expected in str(err.value) and str(path) in str(err.value)
 
@@ -163,7 +163,7 @@ def test_mismatched_checkpoint_raises_clear_error(blob, tmp_path, edit, expected
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"x": torch.zeros(1), "obj": Path("/etc/passwd")}, path)  # not a tensor type
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(WeightsError, match="cannot read"):
         load_vggt_weights(build_vggt("tiny", device="meta"), path)
 
 

@@ -185,11 +185,11 @@ def _chain(tmp_path: Path, data: Path, plan: list[tuple[str, int, int]], total: 
 
 
 def _resolve(config: Path) -> Path | None:
-    from atlas.checkpoint.manager import CheckpointManager
+    from atlas.checkpoint.resume import resolve_resume
     from atlas.config.loader import load_config
     from atlas.distributed.env import DistInfo
 
-    return CheckpointManager(load_config(config), DistInfo()).resolve_resume()
+    return resolve_resume(load_config(config), DistInfo())
 
 
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from atlas.models.vggt.camera_head import CameraHead
 from atlas.models.vggt.config import VGGT_PRESETS, VGGTConfig, get_vggt_preset
 from atlas.models.vggt.dpt_head import DPTHead
 from atlas.models.vggt.loading import (
-    CheckpointError,
+    WeightsError,
     load_pretrained_vggt,
     load_vggt_state_dict,
     load_vggt_weights,
@@ -32,7 +32,7 @@ __all__ = [
     "VGGT_PRESETS",
     "Aggregator",
     "CameraHead",
-    "CheckpointError",
+    "WeightsError",
     "DPTHead",
     "VGGTConfig",
     "build_vggt",

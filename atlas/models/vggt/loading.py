@@ -28,13 +28,16 @@ NOT_IMPLEMENTED_PREFIXES = ("track_head.",)
 _LIST_LIMIT = 10
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or does not match the model."""
+class WeightsError(RuntimeError):
+    """A VGGT weights file (`model.vggt.checkpoint`) that cannot be read or does not fit the
+    model. Not a training checkpoint: those raise `atlas.checkpoint.layout.CheckpointError`."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a flat {name: tensor} state dict from `.safetensors` or a torch file, on CPU."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"VGGT checkpoint {path} is a directory; give its .pt or .safetensors")
     if not path.is_file():
         raise FileNotFoundError(f"VGGT checkpoint not found: {path}")
     try:
@@ -45,12 +48,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             state = _torch_load(path)
     except Exception as exc:  # corrupt file, pickled objects, wrong format...
-        raise CheckpointError(f"cannot read VGGT checkpoint {path}: {brief_error(exc)}") from exc
+        raise WeightsError(f"cannot read VGGT checkpoint {path}: {brief_error(exc)}") from exc
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise CheckpointError(
+        raise WeightsError(
             f"{path} is not a flat state dict of tensors (non-tensor entries: {bad[:_LIST_LIMIT]})"
         )
     return dict(state)
@@ -88,7 +91,7 @@ def _listing(title: str, items: list[str]) -> str:
 def check_state_dict(
     state: Mapping[str, Tensor], expected: Mapping[str, Tensor], source: str
 ) -> None:
-    """Raise CheckpointError listing missing, unexpected and wrongly shaped keys, if any."""
+    """Raise WeightsError listing missing, unexpected and wrongly shaped keys, if any."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -105,7 +108,7 @@ def check_state_dict(
         ):
             if items:
                 message += _listing(title, items)
-        raise CheckpointError(message)
+        raise WeightsError(message)
 
 
 def _prefixes_to_drop(model: VGGT) -> list[str]:
@@ -120,7 +123,7 @@ def load_vggt_weights(model: VGGT, path: str | Path) -> list[str]:
     """Load a VGGT checkpoint strictly into `model`; returns the dropped keys.
 
     `track_head.*` keys (and keys of heads disabled in the config) are dropped, with one log line.
-    Any other missing / unexpected key or shape mismatch raises CheckpointError naming the file.
+    Any other missing / unexpected key or shape mismatch raises WeightsError naming the file.
     A model on the meta device gets the checkpoint tensors assigned (no second copy) and its
     non-persistent buffers materialised on the checkpoint's device (CPU).
     """
@@ -155,7 +158,7 @@ def _materialize_buffers(model: nn.Module) -> None:
     still_meta = [name for name, t in model.named_buffers() if t.is_meta]
     still_meta += [name for name, t in model.named_parameters() if t.is_meta]
     if still_meta:
-        raise CheckpointError(f"tensors left on the meta device after loading: {still_meta[:10]}")
+        raise WeightsError(f"tensors left on the meta device after loading: {still_meta[:10]}")
 
 
 def load_pretrained_vggt(

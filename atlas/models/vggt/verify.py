@@ -26,7 +26,7 @@ from atlas.models.vggt.fixture import (
     config_from_fixture,
     model_outputs,
 )
-from atlas.models.vggt.loading import CheckpointError, brief_error, load_vggt_state_dict
+from atlas.models.vggt.loading import WeightsError, brief_error, load_vggt_state_dict
 from atlas.models.vggt.model import VGGT
 
 TOLERANCE = 1e-4
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         summary = report(args.fixture, compare_fixture(blob, args.fixture))
-    except CheckpointError as exc:  # the fixture's weights do not fit the model built from it
+    except WeightsError as exc:  # the fixture's weights do not fit the model built from it
         summary = report(args.fixture, {}, error=str(exc))
     print(json.dumps(summary))
     return 0 if summary["passed"] else 1
