@@ -251,7 +251,10 @@ class SplitReader:
         maps = self._maps.get(shard_id)
         if maps is None:
             path = self.dir / self.shards[shard_id]
-            maps = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in self.fields}
+            maps = {
+                name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in self.fields
+            }
             self._maps[shard_id] = maps
         return maps
 
@@ -316,7 +319,8 @@ class FeatureStore:
         """The per-instruction table {field: [T, ...]} (small: loaded into memory once)."""
         if self._language is None:
             self._language = {
-                p.stem: np.load(p) for p in sorted((self.dir / "language").glob("*.npy"))
+                p.stem: np.load(p, allow_pickle=False)
+                for p in sorted((self.dir / "language").glob("*.npy"))
             }
         return self._language
 

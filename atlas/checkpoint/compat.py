@@ -27,7 +27,6 @@ from atlas.checkpoint.layout import CheckpointError
 from atlas.checkpoint.state import Stateful, TrainProgress
 from atlas.config.loader import to_dict
 from atlas.config.schema import AtlasConfig
-from atlas.training.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +130,10 @@ def rebase_progress(
     consumed = progress.batch_in_epoch * old.per_micro_batch
     position = consumed // new.per_micro_batch
     progress.batch_in_epoch = position - position % new.grad_accum
-    sampler = next((o for o in objects.values() if isinstance(o, ResumableSampler)), None)
-    if (
-        sampler is not None
-        and progress.batch_in_epoch >= sampler.num_samples_per_rank // new.per_device
-    ):
+    # The data sampler (atlas.training.sampler.ResumableSampler) says how long an epoch is.
+    per_rank = [getattr(o, "num_samples_per_rank", None) for o in objects.values()]
+    samples = next((n for n in per_rank if isinstance(n, int)), None)
+    if samples is not None and progress.batch_in_epoch >= samples // new.per_device:
         progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0  # the epoch was consumed
     if old.effective == new.effective:
         return

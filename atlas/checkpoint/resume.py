@@ -16,7 +16,8 @@ from torch import nn
 
 from atlas.checkpoint import layout
 from atlas.checkpoint.layout import CheckpointError
-from atlas.checkpoint.weights import load_weights_only, weights_names
+from atlas.checkpoint.unpickle import screen
+from atlas.checkpoint.weights import load_weights_only, strategy_weights, weights_names
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.ddp import unwrap
 from atlas.distributed.env import DistInfo, broadcast_object
@@ -74,9 +75,18 @@ def load_weights(path: str | Path, model: nn.Module, dist: DistInfo | None = Non
     """`checkpoint.load_from` (and `atlas eval`): weights only, from an iter_N directory, an
     export (best/, final/), a run directory (its newest checkpoint) or a .safetensors file.
     Optimizer, schedule and counters stay fresh; mismatched keys are skipped and reported."""
-    names = weights_names()
-    source = on_main(dist or DistInfo(), lambda: layout.weights_source(Path(path), names))
+    source = on_main(dist or DistInfo(), lambda: _weights_source(Path(path)))
     load_weights_only(source, unwrap(model))
+
+
+def _weights_source(path: Path) -> Path:
+    """The verified weights of `path`; a folder with any file that could run code is refused,
+    whichever of its files this load would read (nobody is to trust it afterwards either)."""
+    source = layout.weights_source(path, weights_names())
+    if source.is_dir():
+        owner = strategy_weights(source)
+        screen(source, owner.pickle_globals if owner is not None else ())
+    return source
 
 
 def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:

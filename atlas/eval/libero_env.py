@@ -118,8 +118,7 @@ class LiberoTaskEnv:
             raise ValueError(f"{suite} has tasks 0..{bench.n_tasks - 1}, got task id {task_id}")
         task = bench.get_task(task_id)
         self.suite, self.task_id, self.task_name = suite, task_id, task.name
-        # Task files come from the installed package itself, never from a user path (see
-        # load_init_states for why that matters).
+        # Task files come from the installed package itself, never from a user path.
         root = Path(libero.__file__).parent
         bddl_file = root / "bddl_files" / task.problem_folder / task.bddl_file
         self.init_states = load_init_states(
@@ -160,13 +159,24 @@ class LiberoTaskEnv:
 
 
 def load_init_states(path: Path) -> np.ndarray:
-    """The initial simulator states of one task: float64 [N, D]."""
+    """The initial simulator states of one task: float64 [N, D].
+
+    The files are numpy arrays that LIBERO pickled with torch.save. They are read with
+    torch.load(weights_only=True) admitting numpy's array reconstruction and nothing else, so no
+    file here can run code (LIBERO's own loader uses weights_only=False).
+    """
     import torch
 
-    # These files are pickled numpy arrays, so weights_only=True cannot read them. Only files that
-    # ship inside the installed LIBERO package reach this function (LiberoTaskEnv builds the path
-    # from the package's own folder), never user-supplied ones.
-    return np.asarray(torch.load(path, weights_only=False))
+    reconstruct = (getattr(np, "_core", None) or np.core).multiarray._reconstruct
+    allowed = [
+        (reconstruct, "numpy.core.multiarray._reconstruct"),  # the name numpy 1.x pickles
+        (reconstruct, "numpy._core.multiarray._reconstruct"),  # numpy 2.x
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.float64)),
+    ]
+    with torch.serialization.safe_globals(allowed):
+        return np.asarray(torch.load(path, weights_only=True))
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,9 @@ def build_transformer(
 
     if meta:
         if (path / "config.json").is_file():
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            config = AutoConfig.from_pretrained(
+                path, local_files_only=True, trust_remote_code=False
+            )
         else:
             log.warning("%s/config.json not found: assuming the Llama-2-7B architecture", path)
             config = LlamaConfig()
@@ -133,8 +135,12 @@ def build_transformer(
             return AutoModel.from_config(config, dtype=dtype), None
     check_model_folder(path)
     with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+        # No code from the folder runs (trust_remote_code); safetensors weights are preferred,
+        # and a .bin is read by transformers with torch.load(weights_only=True).
+        safe = dict(local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, **safe)
+        prefer = True if any((path / f).is_file() for f in WEIGHT_FILES[:2]) else None
+        model = AutoModel.from_pretrained(path, dtype=dtype, use_safetensors=prefer, **safe)
     log.info("language encoder %s (%s) loaded from %s", type(model).__name__, dtype, path)
     return model, tokenizer
 
@@ -256,7 +262,8 @@ def language_hidden_size(cfg: LanguageEncoderConfig) -> int:
 
     path = resolve_language_path(cfg.name_or_path)
     if (path / "config.json").is_file():
-        return int(AutoConfig.from_pretrained(path, local_files_only=True).hidden_size)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        return int(cfg.hidden_size)
     return LlamaConfig().hidden_size  # the meta build's Llama-2-7B fallback
 
 

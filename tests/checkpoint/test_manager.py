@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import cast
 
@@ -280,3 +281,50 @@ def test_sharded_strategy_owns_model_and_optimizer(tmp_path: Path) -> None:
     assert same_weights(model, trained)
     with pytest.raises(CheckpointError, match="fake_sharded"):  # saved sharded, loaded plain
         CheckpointManager(cfg, DistInfo(), model, fresh_states).load(path)
+
+
+@pytest.mark.parametrize(
+    "pointer",
+    ["binary", "empty", "directory", "other_run", "not_a_checkpoint"],
+)
+def test_untrustworthy_pointer_is_ignored(
+    tmp_path: Path, pointer: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    train(toy_config(other), total=2)
+    run = tmp_path / "run"
+    shutil.copytree(other, run)  # a copied run directory ...
+    train(toy_config(run), total=4)  # ... that trained on: its own iter_4 is the newest
+    last = run / layout.LAST
+    last.unlink()
+    if pointer == "binary":
+        last.write_bytes(bytes(range(256)) * 2)
+    elif pointer == "empty":
+        last.write_text("")
+    elif pointer == "directory":
+        last.mkdir()
+    elif pointer == "other_run":  # as older versions wrote it: an absolute path
+        last.write_text(f"{(other / 'iter_00000002').resolve()}\n")
+    else:
+        last.write_text("../../etc\n")
+    with caplog.at_level(logging.WARNING):
+        assert _resolve(toy_config(run)) == run / "iter_00000004"
+    assert "Ignoring the pointer" in caplog.text
+    parser = argparse.ArgumentParser()
+    add_ckpt_subcommands(parser)
+    args = parser.parse_args(["inspect", str(run)])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert f"resume auto  {run / 'iter_00000004'}" in out and "last         ignored: " in out
+
+
+def test_pointers_of_older_runs_and_moved_runs_keep_working(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(toy_config(run), total=4, stop_at=2)  # iter_2 ... then the abandoned iter_4 below
+    train(toy_config(run / "x"), total=4)
+    shutil.move(run / "x" / "iter_00000004", run / "iter_00000004")  # newer, not pointed at
+    (run / layout.LAST).write_text(f"{(run / 'iter_00000002').resolve()}\n")  # the old format
+    assert _resolve(toy_config(run)) == run / "iter_00000002"
+    moved = tmp_path / "moved"
+    run.rename(moved)  # the absolute path no longer exists: the same name in the run dir
+    assert _resolve(toy_config(moved)) == moved / "iter_00000002"
