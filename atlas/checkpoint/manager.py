@@ -64,7 +64,7 @@ from atlas.checkpoint.unpickle import load_pt, screen
 from atlas.checkpoint.weights import (
     check_frozen,
     frozen_fingerprint,
-    frozen_keys,
+    frozen_tensors,
     load_resume_weights,
     model_state,
 )
@@ -179,8 +179,8 @@ class CheckpointManager:
         else:
             load_resume_weights(path, policy, info)
         if not info["frozen_saved"]:
-            now = frozen_fingerprint(policy, frozen_keys(policy))
-            check_frozen(path, info["frozen"], now, seed_change(path, self.cfg))
+            frozen = frozen_tensors(policy)
+            check_frozen(path, info["frozen"], frozen, seed_change(path, self.cfg))
 
     def _load_states(self, path: Path, meta: dict[str, Any]) -> None:
         per_rank = set(meta.get("per_rank", []))
@@ -258,7 +258,7 @@ class CheckpointManager:
             tensors, model_meta = model_state(policy, save_frozen)
             save_file(tensors, str(tmp / layout.MODEL), metadata={"format": "pt"})
         else:
-            fingerprint = frozen_fingerprint(policy, frozen_keys(policy))
+            fingerprint = frozen_fingerprint(policy)
             model_meta = {"owner": self._owner.name, "frozen_saved": save_frozen,
                           "frozen": fingerprint}  # fmt: skip
         for name, obj in self._own_states().items():

@@ -8,7 +8,6 @@ into every checkpoint; `frozen_fingerprint` records enough to notice if that sou
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from atlas.checkpoint.fingerprint import fingerprint, same_weights
 from atlas.checkpoint.layout import MODEL, CheckpointError
 from atlas.distributed.strategy import Strategy, available_strategies, strategy_class
 
 log = logging.getLogger(__name__)
-
-_SAMPLE = 1024  # values per frozen tensor that enter the fingerprint
 
 
 def frozen_keys(policy: nn.Module) -> set[str]:
@@ -48,41 +46,34 @@ def model_state(policy: nn.Module, save_frozen: bool) -> tuple[dict[str, torch.T
         "file": "model.safetensors",
         "tensors": len(out),
         "frozen_saved": save_frozen,
-        "frozen": frozen_fingerprint(policy, frozen),
+        "frozen": frozen_fingerprint(policy),
     }
     return out, meta
 
 
-def frozen_fingerprint(policy: nn.Module, keys: set[str]) -> dict[str, Any]:
-    """Names, shapes, dtypes and a strided sample of values of the frozen tensors, hashed.
+def frozen_tensors(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen entries of the policy's state dict (what `model_state` leaves out)."""
+    state, keys = policy.state_dict(), frozen_keys(policy)
+    return {k: state[k] for k in keys}
 
-    Hashing gigabytes at every save would cost seconds; a sample of each tensor still tells a
-    different pretrained file (or a random init where a pretrained one was meant) apart.
-    """
-    state = policy.state_dict()
-    h = hashlib.sha256()
-    numel = 0
-    dtypes: dict[str, int] = {}
-    for key in sorted(keys):
-        t = state[key].detach()
-        numel += t.numel()
-        dtypes[str(t.dtype)] = dtypes.get(str(t.dtype), 0) + 1
-        flat = t.reshape(-1)
-        stride = max(1, flat.numel() // _SAMPLE)
-        sample = flat[::stride][:_SAMPLE].float().cpu()
-        h.update(f"{key}:{tuple(t.shape)}:".encode())
-        h.update(sample.numpy().tobytes())
-    return {"tensors": len(keys), "numel": numel, "dtypes": dtypes, "sample_sha256": h.hexdigest()}
+
+def frozen_fingerprint(policy: nn.Module) -> dict[str, Any]:
+    """The fingerprint (`atlas.checkpoint.fingerprint`) of the policy's frozen weights."""
+    return fingerprint(frozen_tensors(policy))
 
 
 def check_frozen(
-    path: Path, saved: dict[str, Any], now: dict[str, Any], seed: tuple[int, int] | None = None
+    path: Path,
+    saved: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    seed: tuple[int, int] | None = None,
 ) -> None:
-    """Frozen weights are not in the checkpoint: make sure the rebuilt ones are the same.
+    """Frozen weights are not in the checkpoint: make sure the rebuilt `tensors` are the same.
 
     `seed`: (checkpoint's, this run's) training.seed when they differ. A frozen part without
     pretrained weights is a random init of the seed, so a new seed rebuilds different weights.
     """
+    now = fingerprint(tensors)
     if saved["tensors"] != now["tensors"] or saved["numel"] != now["numel"]:
         raise CheckpointError(
             f"{path}: the frozen part of the model changed ({saved['tensors']} tensors / "
@@ -95,20 +86,21 @@ def check_frozen(
             saved["dtypes"],
             now["dtypes"],
         )
-    elif saved["sample_sha256"] != now["sample_sha256"]:
-        if seed is not None:
-            raise CheckpointError(
-                f"{path}: the frozen weights differ from the checkpoint's: training.seed changed "
-                f"from {seed[0]} to {seed[1]}, and a frozen part without pretrained weights (no "
-                f"model.vggt.checkpoint, say) is a random init of the seed. Resume with --set "
-                f"training.seed={seed[0]}, or start a new run from the weights with "
-                f"checkpoint.load_from: {path}"
-            )
+    if same_weights(saved, tensors):
+        return
+    if seed is not None:
         raise CheckpointError(
-            f"{path}: the frozen (pretrained) weights differ from the ones this checkpoint was "
-            "trained with (model.vggt.checkpoint or the language encoder changed?). Point the "
-            "config at the original weights, or use checkpoint.load_from to start a new run."
+            f"{path}: the frozen weights differ from the checkpoint's: training.seed changed "
+            f"from {seed[0]} to {seed[1]}, and a frozen part without pretrained weights (no "
+            f"model.vggt.checkpoint, say) is a random init of the seed. Resume with --set "
+            f"training.seed={seed[0]}, or start a new run from the weights with "
+            f"checkpoint.load_from: {path}"
         )
+    raise CheckpointError(
+        f"{path}: the frozen (pretrained) weights differ from the ones this checkpoint was "
+        "trained with (model.vggt.checkpoint or the language encoder changed?). Point the "
+        "config at the original weights, or use checkpoint.load_from to start a new run."
+    )
 
 
 def load_resume_weights(path: Path, policy: nn.Module, info: dict[str, Any]) -> None:

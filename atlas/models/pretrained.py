@@ -16,8 +16,8 @@ keeps an export of the full model at the size of its trainable part (tens of MB 
 4.8 GB of VGGT-1B plus 13.5 GB of LLaMA-2-7B), which matters because the trainer exports `best/`
 at every improvement. include_frozen_backbones=True writes everything (an export that no longer
 needs the VGGT checkpoint file); a language model dropped by `release_model()` is left out in any
-case. The metadata also holds a fingerprint (element count and the absolute sum of a strided
-sample) of every left-out backbone.
+case. The metadata also holds a fingerprint (`atlas.checkpoint.fingerprint`, the scheme
+checkpoints use too) of every left-out backbone.
 
 Loading builds the model from config.json (left-out backbones reloaded from their configured
 paths, and checked against their fingerprint, so a changed checkpoint file is an error rather than
@@ -30,13 +30,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from atlas.checkpoint.fingerprint import fingerprint, same_weights
 from atlas.config.loader import config_from_resolved, to_dict
 from atlas.models.detached import DetachedBackbone
 from atlas.models.vggt import load_vggt_state_dict
@@ -50,8 +51,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NORMALIZATION_FILE = "normalization.json"
 _SHOWN = 10
-_FINGERPRINT_SAMPLE = 1024  # values per tensor entering a fingerprint
-_FINGERPRINT_RTOL = 1e-3  # bf16 <-> fp32 rounding moves the sum far less than this
 
 
 def excluded_prefixes(policy: AtlasVLAPolicy, include_frozen_backbones: bool | None) -> list[str]:
@@ -68,19 +67,8 @@ def excluded_prefixes(policy: AtlasVLAPolicy, include_frozen_backbones: bool | N
     return out
 
 
-def fingerprint(state: dict[str, Tensor], prefix: str) -> dict[str, float]:
-    """{"numel", "abs_sum"} of the tensors under `prefix`: sizes, and a strided sample's sum.
-
-    A sum (not a hash) so that a backbone saved in bf16 and reloaded in fp32 still matches.
-    """
-    numel, total = 0, 0.0
-    for key, value in state.items():
-        if key.startswith(prefix):
-            flat = value.detach().reshape(-1)
-            numel += flat.numel()
-            stride = max(1, flat.numel() // _FINGERPRINT_SAMPLE)
-            total += float(flat[::stride].double().abs().sum())
-    return {"numel": numel, "abs_sum": total}
+def _under(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _require_finite(state: dict[str, Tensor], path: Path) -> None:
@@ -107,7 +95,7 @@ def save_pretrained(
     path = Path(path)
     full = policy.state_dict() if state_dict is None else state_dict
     excluded = excluded_prefixes(policy, include_frozen_backbones)
-    prints = {p: fingerprint(full, p) for p in excluded if any(k.startswith(p) for k in full)}
+    prints = {p: fingerprint(_under(full, p)) for p in excluded if _under(full, p)}
     state = {k: v for k, v in full.items() if not k.startswith(tuple(excluded))}
     _require_finite(state, path)  # before anything is created
     path.mkdir(parents=True, exist_ok=True)
@@ -166,19 +154,15 @@ def load_pretrained(path: str | Path) -> AtlasVLAPolicy:
 
 
 def _check_fingerprints(
-    path: Path, saved: dict[str, dict[str, float]], state: dict[str, Tensor]
+    path: Path, saved: dict[str, dict[str, Any]], state: dict[str, Tensor]
 ) -> None:
     """The reloaded backbones must be the ones the policy was saved with."""
     for prefix, want in saved.items():
-        got = fingerprint(state, prefix)
-        scale = max(abs(want["abs_sum"]), 1e-12)
-        if got["numel"] != want["numel"] or abs(got["abs_sum"] - want["abs_sum"]) / scale > (
-            _FINGERPRINT_RTOL
-        ):
+        if not same_weights(want, _under(state, prefix)):
             raise RuntimeError(
                 f"{path}: the {prefix.rstrip('.')} weights reloaded from the configured path "
-                f"differ from those the policy was saved with ({got} vs {want}); point the config "
-                "at the original weights, or export with include_frozen_backbones=True"
+                "differ from those the policy was saved with; point the config at the original "
+                "weights, or export with include_frozen_backbones=True"
             )
 
 
