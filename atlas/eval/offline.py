@@ -234,15 +234,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     Exit codes: 0 done, 2 bad input (no such checkpoint, no held-out episodes, bad data).
     """
-    from atlas.checkpoint.layout import CheckpointError
     from atlas.config.loader import ConfigError
     from atlas.data.errors import DataError
-    from atlas.models.vggt.loading import WeightsError
 
-    user_errors = (FileNotFoundError, DataError, ConfigError, ValueError, CheckpointError)
     try:
         result = evaluate_checkpoint(Path(args.checkpoint), args.data, args.batch_size, args.device)
-    except (*user_errors, WeightsError) as e:
+    except (FileNotFoundError, DataError, ConfigError, ValueError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
     if args.json:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny_run import tiny_config
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from atlas.checkpoint import layout
 from atlas.cli import main
@@ -153,3 +155,32 @@ def test_vggt_checkpoint_file(base: Path, tmp_path: Path, output: Callable[[], s
     cfg = tiny_config(tmp_path / "new", base / "data")
     vggt = ["--set", f"model.vggt.checkpoint={weights}"]
     refused(cli(["train", "--config", str(cfg), *vggt], output), "vggt.pt", marker)
+
+
+def test_rollout_and_eval_of_an_export(
+    base: Path, tmp_path: Path, output: Callable[[], str]
+) -> None:
+    """An export holds no pickle, but its config names `model.vggt.checkpoint`: a crafted one."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    weights = tmp_path / "vggt.pt"
+    torch.save({"aggregator.camera_token": Payload(marker)}, weights)
+    export = tmp_path / "export"
+    shutil.copytree(base / "ddp" / "final", export)
+    file = export / layout.MODEL
+    with safe_open(str(file), framework="pt") as f:
+        metadata = dict(f.metadata())
+    state = {k: v for k, v in load_file(file).items() if not k.startswith("vggt.")}
+    excluded = ["vggt.", *json.loads(metadata["excluded_prefixes"])]
+    save_file(state, file, metadata={**metadata, "excluded_prefixes": json.dumps(excluded)})
+    config = json.loads((export / "config.json").read_text())
+    config["model"]["vggt"]["checkpoint"] = str(weights)
+    (export / "config.json").write_text(json.dumps(config))
+    rollout = ["rollout", "--suite", "synthetic", "--tasks", "0", "--trials", "1", "--videos", "0"]
+    out = ["--out", str(tmp_path / "rollouts")]
+    refused(cli([*rollout, *out, "--checkpoint", str(export)], output), "vggt.pt", marker)
+    refused(cli(["eval", "--checkpoint", str(export)], output), "vggt.pt", marker)
+    # A crafted checkpoint folder is no export: refused before any file of it is read.
+    (tmp_path / "crafted").mkdir()
+    _, ckpt, marker = craft(base, tmp_path / "crafted", "optimizer.pt")
+    code, text = cli([*rollout, *out, "--checkpoint", str(ckpt)], output)
+    assert code == 2 and "config.json" in text and not marker.exists()
