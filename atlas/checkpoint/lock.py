@@ -39,8 +39,14 @@ def try_lock(save_dir: Path) -> IO[str]:
 
     Raises `RunDirInUseError` naming the holder when another process has it.
     """
-    save_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(save_dir / LOCK, "a+")  # never truncate: the holder's details are in it
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(save_dir / LOCK, "a+")  # held all run; "a+": never truncated
+    except OSError as e:
+        raise CheckpointError(
+            f"checkpoint.save_dir {save_dir}: cannot create its lock file {LOCK} "
+            f"({e.strerror or e}); give a directory this user can write"
+        ) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -262,8 +262,8 @@ def language_hidden_size(cfg: LanguageEncoderConfig) -> int:
 
     path = resolve_language_path(cfg.name_or_path)
     if (path / "config.json").is_file():
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        return int(cfg.hidden_size)
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        return int(config.hidden_size)
     return LlamaConfig().hidden_size  # the meta build's Llama-2-7B fallback
 
 

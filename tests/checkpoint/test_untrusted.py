@@ -184,3 +184,29 @@ def test_rollout_and_eval_of_an_export(
     _, ckpt, marker = craft(base, tmp_path / "crafted", "optimizer.pt")
     code, text = cli([*rollout, *out, "--checkpoint", str(ckpt)], output)
     assert code == 2 and "config.json" in text and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "what"),
+    [
+        ("checkpoint.resume", "garbage"),
+        ("checkpoint.load_from", "garbage"),
+        ("checkpoint.load_from", "empty_dir"),
+        ("model.vggt.checkpoint", "garbage"),
+        ("model.vggt.checkpoint", "empty_dir"),
+    ],
+)
+def test_bad_files_are_one_line_refusals(
+    base: Path, tmp_path: Path, setting: str, what: str, output: Callable[[], str]
+) -> None:
+    target = tmp_path / ("weights.safetensors" if what == "garbage" else "folder")
+    if what == "garbage":
+        target.write_bytes(bytes(range(256)) * 4)
+    else:
+        target.mkdir()
+    cfg = tiny_config(tmp_path / "new", base / "data")
+    code, text = cli(["train", "--config", str(cfg), "--set", f"{setting}={target}"], output)
+    assert code == 2, text[-2000:]
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert errors and str(target) in errors[-1] and "Traceback" not in text
+    assert not (tmp_path / "new" / "iter_00000002").exists()

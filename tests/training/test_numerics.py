@@ -107,7 +107,7 @@ def test_export_refuses_non_finite_weights(tiny_cfg: Callable[..., AtlasConfig])
         with torch.no_grad():
             next(p for p in trainer.policy.parameters() if p.requires_grad)[0] = math.nan
         with pytest.raises(FloatingPointError, match="weight tensor.* NaN or inf"):
-            trainer.ckpt.export(trainer.policy, "final")
+            trainer.ckpt.export("final")
     finally:
         trainer.close()
     run = Path(cfg.checkpoint.save_dir)
