@@ -1,11 +1,15 @@
 """The checkpoint component: everything that writes, finds, verifies and reads run state on disk.
 
-    manager.py   `CheckpointManager`: saves and restores the Stateful objects of a run
-    layout.py    the on-disk tree: names, atomic writes, the completion marker, verification
-    weights.py   which model tensors a checkpoint stores; fingerprints of the frozen ones
-    compat.py    does a checkpoint fit the run resuming from it (batch split, config)
-    state.py     `TrainProgress` and `RNGState`, the Stateful objects the manager adds itself
-    cli.py       `atlas ckpt inspect`
+    manager.py      `CheckpointManager`: saves and restores the Stateful objects of a run
+    resume.py       where a run starts from: `resolve_resume` (PATH | auto), `load_weights`
+    layout.py       the on-disk tree: names, atomic writes, the completion marker, the pointer
+    lock.py         one writer per run directory (`run.lock`)
+    unpickle.py     restricted readers: no file a checkpoint holds can run code
+    weights.py      which model tensors a checkpoint stores; weights-only loading
+    fingerprint.py  the fingerprint of frozen weights (checkpoints and exports)
+    compat.py       does a checkpoint fit the run resuming from it; older formats
+    state.py        `TrainProgress` and `RNGState`, Stateful objects of every run
+    cli.py          `atlas ckpt inspect`
 
-Nothing is imported here so that `atlas ckpt inspect` (layout + cli only) stays free of torch.
+Nothing is imported here so that `atlas ckpt inspect` (layout + cli) starts without torch.
 """
