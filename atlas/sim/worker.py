@@ -7,6 +7,7 @@ picklable arguments so a spawned process pool can run it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import time
@@ -30,6 +31,11 @@ def _envs(task: TaskInfo, image_size: int) -> tuple[TaskScene, Any]:
         _CACHE["scene"] = TaskScene(task)
         _CACHE["camera"] = make_env(task, cameras=True, image_size=image_size)
         _CACHE["key"] = key
+        if not _CACHE.get("closes_at_exit"):
+            # Registered after robosuite's own EGL handler, so it runs first (atexit is LIFO):
+            # contexts freed after eglTerminate print tracebacks at every worker's exit.
+            atexit.register(close_envs)
+            _CACHE["closes_at_exit"] = True
     return _CACHE["scene"], _CACHE["camera"]
 
 
@@ -38,7 +44,7 @@ def close_envs() -> None:
     for name in ("scene", "camera"):
         if name in _CACHE:
             _CACHE.pop(name).close()
-    _CACHE.pop("key", None)
+    _CACHE.pop("key", None)  # "closes_at_exit" stays: the handler is registered once
 
 
 def warm_up(task: TaskInfo, image_size: int) -> None:
