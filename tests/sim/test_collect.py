@@ -90,9 +90,10 @@ class _FakeWorker:
             raise KeyboardInterrupt
         self.calls.append(index)
         status = "failed" if index in (1, 4) else "kept"
+        rec = {"index": index, "seed": seed, "status": status}
         if status == "kept":
             write_demo_part(worker.part_path(workdir, index), _fake_episode(5 + index, seed))
-        rec = {"index": index, "seed": seed, "status": status, "steps": 5 + index, "attempts": 1}
+            rec.update(steps=5 + index, attempts=1)
         worker.record_path(workdir, index).write_text(json.dumps(rec))
         return rec
 
@@ -118,6 +119,7 @@ def test_killed_collection_resumes_and_writes_the_released_layout(spatial, tmp_p
     (row,) = collect.collect(plan, progress=False)
     assert second.calls == [2, 3]  # seeds 0 and 1 were not run again
     assert row["demos"] == 3 and row["expert_successes"] == 3 and row["expert_attempts"] == 4
+    assert row["refused_by_camera_check"] == 0
     assert not (out / collect.WORK_DIR / spatial[0].name).exists()
     assert sorted(p.name for p in out.iterdir()) == [".collect", "collect_summary.json", final.name]
 
