@@ -1,5 +1,7 @@
 # AtlasVLA: the two commands of the README, plus helpers.
 #   make demo   create .venv, install, train the embedded demo on synthetic LIBERO data, evaluate
+#               it offline, then in closed loop on held-out layouts beside the expert and the
+#               mean action
 #   make test   create .venv if needed, install the dev extras (and the simulator), run ruff + pytest
 # torch is installed only when not already importable, as $(TORCH_SPEC) (a CPU build on machines
 # without accelerators); override with e.g. TORCH_SPEC='torch==2.6.0'.
@@ -58,6 +60,8 @@ sim: install
 demo: install
 	$(VENV)/bin/atlas train --no-progress
 	$(VENV)/bin/atlas eval --checkpoint runs/debug/final
+	$(VENV)/bin/atlas rollout --suite synthetic --checkpoint runs/debug/final --trials 10 \
+		--compare expert,mean-action --threads 1 --no-progress
 
 test: install-dev
 	$(VENV)/bin/ruff check atlas tests

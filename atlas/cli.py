@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_args(p)
     p.set_defaults(handler=_lazy("atlas.eval.offline", "run_eval_command"))
 
-    p = sub.add_parser("rollout", help="closed-loop success rate in the LIBERO simulator")
+    p = sub.add_parser("rollout", help="closed-loop success rate in LIBERO or the synthetic world")
     add_rollout_args(p)
     p.set_defaults(handler=_lazy("atlas.eval.rollout_cli", "run_rollout_command"))
 

@@ -63,7 +63,11 @@ def add_rollout_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="camera resolution (LIBERO default 128; synthetic: the dataset's stored size)",
     )
-    p.add_argument("--videos", type=int, default=1, help="record the first K trials of each task")
+    p.add_argument(
+        "--videos",
+        type=int,
+        help="record the first K trials of each task (default 1, or 0 without imageio)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -155,6 +159,7 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     try:
         args.served = _served_metadata(args)
         factory = _env_factory(args)
+        args.videos = _videos(args.videos)
         # A resolved path, so a resume from another working directory is the same policy.
         checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
         kinds = list(dict.fromkeys(["server" if args.server else args.policy, *args.compare]))
@@ -250,6 +255,19 @@ def _prepare_run(
         progress=False if args.no_progress else None,
     )
     return kind, (config, policy)
+
+
+def _videos(requested: int | None) -> int:
+    """--videos, checked against imageio being installed; by default 1 when it is."""
+    import importlib.util
+
+    if importlib.util.find_spec("imageio") is not None:
+        return 1 if requested is None else requested
+    if requested:
+        raise ValueError(f"--videos {requested} needs imageio: pip install 'atlas-vla[sim]'")
+    if requested is None:
+        log.warning("no videos: imageio is not installed (pip install 'atlas-vla[sim]')")
+    return 0
 
 
 def _compare_out(args: argparse.Namespace, kind: str) -> Path:

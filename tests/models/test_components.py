@@ -77,3 +77,5 @@ def test_loss_masks_steps_and_weights_terms() -> None:
     assert loss.item() == pytest.approx(2 * 0.125 + 0.5 * 1.0)
     _, m = VLALoss(LossConfig(gripper_loss="bce"))(pred, target, mask)
     assert m["loss_gripper"].item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    _, m = VLALoss(LossConfig(pose_loss="l1"))(pred, target, mask)
+    assert m["loss_pose"].item() == pytest.approx(0.5)  # |0.5|, not 0.5 * 0.5^2
