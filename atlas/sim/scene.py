@@ -9,7 +9,9 @@ actions open loop is not).
 Initial layouts come from the env's own placement sampler: `np.random` is seeded, then the env
 is reset, exactly as LIBERO's own collection did. Layouts whose objects were placed overlapping
 (the sampler does not check every pair) are ejected by the physics in the first steps; those are
-rejected, since the task's description would no longer hold.
+rejected, since the task's description would no longer hold: an object on the table may move at
+most `MAX_DRIFT` while settling (an object placed on another one moves with its support and is
+not checked itself).
 """
 
 from __future__ import annotations
@@ -100,19 +102,46 @@ class TaskScene:
         official init state).
         """
         self.env.seed(seed)
-        obs = self.env.reset()
-        start = {o: np.array(obs[f"{o}_pos"]) for o in self._objects}
+        self.env.reset()
+        start = self._object_positions()
         if self._is_official(self.env.get_sim_state()):
             return None
         for _ in range(SETTLE_STEPS):
             obs, _, _, _ = self.env.step(WAIT_ACTION)
-        drift = max(np.linalg.norm((obs[f"{o}_pos"] - start[o])[:2]) for o in self._objects)
+        end = self._object_positions()
+        # An object placed on another one settles against its support with an offset (the bowl
+        # on the ramekin slides 3.7 cm, in the official init states as well, where LIBERO's own
+        # On predicate then no longer holds either): only its support's drift is checked.
+        stacked = [p for p in self.env.env.parsed_problem["initial_state"] if self._on_object(p)]
+        resting = {p[1] for p in stacked}
+        drift = max(
+            np.linalg.norm((end[o] - start[o])[:2]) for o in self._objects if o not in resting
+        )
         if drift > MAX_DRIFT:
             log.debug(
                 "seed %d: an object moved %.3f m while settling; layout rejected", seed, drift
             )
             return None
         return self.env.get_sim_state().copy(), self.env.sim.model.get_xml(), obs
+
+    def _on_object(self, predicate: list[str]) -> bool:
+        """`(On a b)` with both a and b movable objects (not a table region or fixture)."""
+        return (
+            len(predicate) == 3
+            and predicate[0].lower() == "on"
+            and predicate[1] in self._objects
+            and predicate[2] in self._objects
+        )
+
+    def _object_positions(self) -> dict[str, np.ndarray]:
+        """World position of every movable object, from the current qpos.
+
+        Not from reset()'s observation: objects placed on other objects (a bowl on the ramekin)
+        get their pose after the last forward pass, so the observation still shows a default.
+        """
+        inner = self.env.env
+        inner.sim.forward()
+        return {o: inner.sim.data.body_xpos[inner.obj_body_id[o]].copy() for o in self._objects}
 
     def _is_official(self, state: np.ndarray) -> bool:
         # Time (index 0) differs between any two states; compare the positions that follow it.
