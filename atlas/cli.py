@@ -20,36 +20,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib import resources
-from pathlib import Path
+
+from atlas.config.arguments import add_config_args, packaged_config
 
 log = logging.getLogger("atlas")
 
 DEMO_CONFIG = "debug.yaml"
-
-
-def packaged_config(name: str) -> Path:
-    """Path of a YAML shipped in atlas/configs/ (works from a checkout and from a wheel)."""
-    return Path(str(resources.files("atlas") / "configs" / name))
-
-
-def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    """--config and --set, the same on every command that reads a config."""
-    p.add_argument(
-        "--config",
-        required=required,
-        help="YAML config (only differences from the "
-        "schema defaults; see README 'Configuration reference')",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any key by dotted path, e.g. --set training.learning_rate=2e-4 "
-        "(repeatable; the value is parsed as YAML)",
-    )
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -129,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p)
     p.set_defaults(handler=run_train)
 
-    from atlas.eval.offline import add_eval_args
+    from atlas.eval.offline_cli import add_eval_args
     from atlas.eval.rollout_cli import add_rollout_args
 
     p = sub.add_parser("eval", help="offline metrics of a checkpoint on held-out episodes")
     add_eval_args(p)
-    p.set_defaults(handler=_lazy("atlas.eval.offline", "run_eval_command"))
+    p.set_defaults(handler=_lazy("atlas.eval.offline_cli", "run_eval_command"))
 
     p = sub.add_parser("rollout", help="closed-loop success rate in LIBERO or the synthetic world")
     add_rollout_args(p)

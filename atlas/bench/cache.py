@@ -36,7 +36,7 @@ from atlas.config.schema import AtlasConfig
 
 def bench_config(args: argparse.Namespace, root: Path, cached: bool) -> AtlasConfig:
     """debug.yaml on a synthetic set under `root`; --full swaps in the documented model sizes."""
-    from atlas.cli import packaged_config
+    from atlas.config.arguments import packaged_config
 
     synth = "{tasks: 2, demos: 4, steps: 24, image_size: 64}" if args.quick else None
     overrides = [
@@ -116,8 +116,8 @@ def batches(loader: Any, sampler: Any) -> Iterator[dict[str, Any]]:
 def train_steps(policy: Any, loader: Any, sampler: Any, cfg: AtlasConfig, steps: int,
                 warmup: int, device: torch.device) -> dict[str, float]:  # fmt: skip
     """samples/s of `steps` full train steps after `warmup` ones, and the CUDA peak memory."""
+    from atlas.runtime import resolve_precision
     from atlas.training.optim import build_optimizer
-    from atlas.training.precision import resolve_precision
 
     autocast = resolve_precision(cfg.training.mixed_precision, device).autocast
     opt = build_optimizer(policy, cfg, 1, device)  # the trainer's: foreach / fused AdamW
@@ -161,7 +161,7 @@ def online_phase(args: argparse.Namespace, root: Path, device: torch.device) -> 
     """Train online; returns (result, the trainable state dict on the CPU)."""
     from atlas.data import build_datasets
     from atlas.models.policy import build_policy
-    from atlas.training.build import seed_everything
+    from atlas.runtime import seed_everything
 
     cfg = bench_config(args, root, cached=False)
     seed_everything(cfg.training.seed)

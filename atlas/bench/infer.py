@@ -54,7 +54,7 @@ def bench_config(
     preset: str, cameras: int, chunk: int, size: int, extra: Sequence[str] = ()
 ) -> AtlasConfig:
     """The debug config (CPU-sized fusion/head) with the benchmark's preset, cameras and chunk."""
-    from atlas.cli import packaged_config
+    from atlas.config.arguments import packaged_config
 
     overrides = [
         f"data.image_size={size}",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from atlas.cache.dataset import CachedFeatureDataset
 from atlas.cache.identity import cache_key_inputs
@@ -38,7 +39,12 @@ from atlas.cache.store import (
     shard_ranges,
 )
 from atlas.config.schema import AtlasConfig
+from atlas.data import build_datasets
+from atlas.data.build import worker_init
 from atlas.distributed.env import DistInfo, barrier, main_process_first
+from atlas.models.language import resolve_language_dtype
+from atlas.models.policy import build_policy
+from atlas.runtime import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +73,6 @@ def num_variants(cfg: AtlasConfig) -> int:
 
 def key_for(cfg: AtlasConfig, splits: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """The key inputs of `cfg` on `device` (precision and language dtype resolved there)."""
-    from atlas.models.language import resolve_language_dtype
-    from atlas.training.precision import resolve_precision
-
     precision = resolve_precision(cfg.training.mixed_precision, device).name
     lang_dtype = str(resolve_language_dtype(cfg.model.language_encoder)).removeprefix("torch.")
     return cache_key_inputs(
@@ -145,9 +148,6 @@ def build_feature_cache(
     Call on every rank. The backbones run in eval mode, without autograd, under the autocast the
     trainer would use on this device, so online and cached training see the same numbers.
     """
-    from atlas.data import build_datasets
-    from atlas.training.build import seed_everything
-
     start = time.perf_counter()
     k = num_variants(cfg)
     seed_everything(cfg.training.seed)
@@ -190,8 +190,6 @@ def _stored_bytes(directory: Path) -> int:
 
 def _frozen_policy(cfg: AtlasConfig, normalizer: Any, device: torch.device) -> Any:
     """The policy with its backbones loaded, in eval mode on `device` (its frozen parts run)."""
-    from atlas.models.policy import build_policy
-
     policy = build_policy(cfg, normalizer).to(device)
     return policy.eval()
 
@@ -218,10 +216,6 @@ def _run_jobs(
 ) -> int:
     """Fill this rank's shards; jobs = {split: (dataset, pending shards, K)}. Returns the count
     of (sample, variant) pairs computed."""
-    from tqdm import tqdm
-
-    from atlas.training.precision import resolve_precision
-
     total = sum(r.size * k for _, ranges, k in jobs.values() for r in ranges)
     bar = tqdm(total=total, desc="features", unit="sample", disable=not (progress and info.is_main))
     autocast = resolve_precision(cfg.training.mixed_precision, info.device).autocast
@@ -253,8 +247,6 @@ def _batches(
 
     One DataLoader (and one set of workers) for all the shards; no batch straddles two.
     """
-    from atlas.data.build import worker_init
-
     plan: list[tuple[ShardRange, list[tuple[int, int]], bool]] = []
     for rng in ranges:
         keys = [

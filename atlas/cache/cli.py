@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def add_cache_args(parser: argparse.ArgumentParser) -> None:
     """Options of `atlas cache` (the lead's atlas/cli.py registers them)."""
-    from atlas.cli import add_config_args
+    from atlas.config.arguments import add_config_args
 
     add_config_args(parser, required=True)
     parser.add_argument(

@@ -1,8 +1,8 @@
 """`CachedFeatureDataset`: training samples whose backbone outputs come from the feature store.
 
-A sample is the Batch contract of docs/CONTRACTS.md WITHOUT "images" (no frame is read, decoded,
-resized or augmented) plus what the frozen backbones would have produced, under the keys the
-policy reads instead of running them (AtlasVLAPolicy.backbone_features / its language seam):
+A sample is the batch contract of docs/ARCHITECTURE.md WITHOUT "images" (no frame is read,
+decoded, resized or augmented) plus what the frozen backbones would have produced, under the keys
+the policy reads instead of running them (AtlasVLAPolicy.backbone_features / its language seam):
 
     vggt_tokens       float32 [S, T0, L*2C]  normalized, pooled VGGT tokens of the L layers
     vggt_pose_enc     float32 [S, 9]         (only with model.geometry.use_camera_pose)

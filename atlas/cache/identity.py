@@ -26,6 +26,8 @@ import torch
 from atlas.cache.keys import file_identity, folder_identity, hash_arrays
 from atlas.config.schema import AtlasConfig
 from atlas.data.transforms import stored_orientation
+from atlas.models.language import resolve_language_path
+from atlas.models.vggt import get_vggt_preset
 
 # VGGTConfig fields that change no output (memory/compute trade-offs and notes).
 _VGGT_NON_FUNCTIONAL = {"notes", "activation_checkpointing", "dpt_frames_chunk_size"}
@@ -65,8 +67,6 @@ def preprocessing_inputs(cfg: AtlasConfig) -> dict[str, Any]:
 
 
 def vggt_inputs(cfg: AtlasConfig) -> dict[str, Any]:
-    from atlas.models.vggt import get_vggt_preset
-
     v = cfg.model.vggt
     arch = {
         k: val
@@ -83,8 +83,6 @@ def vggt_inputs(cfg: AtlasConfig) -> dict[str, Any]:
 
 
 def language_inputs(cfg: AtlasConfig, dtype: str) -> dict[str, Any]:
-    from atlas.models.language import resolve_language_path
-
     lang = cfg.model.language_encoder
     folder = resolve_language_path(lang.name_or_path)
     return {

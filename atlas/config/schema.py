@@ -124,7 +124,7 @@ class DataConfig:
     pin_memory: bool = True  # page-locked host batches for faster GPU copies
     prefetch_factor: int = 2  # batches each worker prepares ahead
     val_split: float = 0.1  # fraction of episodes held out, chosen from training.seed
-    instruction_source: Literal["filename", "problem_info"] = "filename"  # see FORMAT.md §2
+    instruction_source: Literal["filename", "problem_info"] = "filename"  # see docs/LIBERO.md §2
     # LIBERO images are stored upside down. vflip gives the true camera image (right for 3D
     # geometry); rot180 is what OpenVLA/openpi use. Evaluation applies the same transform.
     orientation: Literal["none", "vflip", "rot180"] = "vflip"

@@ -1,7 +1,7 @@
 """Data: the LIBERO HDF5 and LeRobotDataset readers, transforms, normalization, the synthetic
 generator and the LeRobotDataset writer.
 
-The API the rest of AtlasVLA codes against (docs/CONTRACTS.md):
+The API the rest of AtlasVLA codes against (docs/ARCHITECTURE.md):
     build_datasets(cfg) -> (train, val | None, normalizer)
     build_dataloader(dataset, cfg, sampler, train) -> DataLoader
     preprocess_frames(frames, image_size, orientation)   the resize/orientation evaluation reuses

@@ -1,4 +1,4 @@
-"""From a config to datasets, a normalizer and data loaders (the data API of CONTRACTS.md).
+"""From a config to datasets, a normalizer and data loaders (the data API of docs/ARCHITECTURE.md).
 
     build_datasets(cfg) -> (train, val | None, normalizer)
         1. generate the synthetic dataset into data.paths[0] when data.synthetic is set and absent

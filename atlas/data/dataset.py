@@ -1,6 +1,6 @@
 """The torch Dataset over (episode, timestep) of indexed LIBERO HDF5 demos.
 
-A sample follows the Batch contract of docs/CONTRACTS.md (before collation):
+A sample follows the Batch contract of docs/ARCHITECTURE.md (before collation):
 
     images        uint8   [S, 3, H, W]  S = history * len(cameras), frame s = h * len(cameras) + c,
                                         h = 0 the current step; history before the episode start

@@ -1,6 +1,6 @@
 """The original LIBERO HDF5 files: finding them, checking them and indexing their demos.
 
-Layout (one file per task, see shared/reference/libero/FORMAT.md §1):
+Layout (one file per task, see docs/LIBERO.md §1):
 
     <suite>/<task_name>_demo.hdf5
       data/                   attrs problem_info (JSON), env_args (JSON), bddl_file_name, ...
@@ -135,7 +135,7 @@ def _expand(text: str) -> list[Path]:
 
 
 def instruction_from_filename(path: str | Path) -> str:
-    """The instruction every LIBERO consumer prompts with (FORMAT.md §2).
+    """The instruction every LIBERO consumer prompts with (docs/LIBERO.md §2).
 
     Drops `_demo.hdf5`, every word up to and including the one containing `SCENE`, and turns `_`
     into spaces: `KITCHEN_SCENE10_close_the_top_drawer_demo.hdf5` -> "close the top drawer".

@@ -85,8 +85,8 @@ def compute_stats(
 ) -> dict[str, Any]:
     """Statistics of the sampled steps of `episode_ids` (default: all) of an index.
 
-    Returns the JSON-ready dict of CONTRACTS.md: {"action": {field: [7]}, "proprio": {field: [8]},
-    "num_samples", "num_episodes", "files", "quantiles"}.
+    Returns the JSON-ready dict of docs/ARCHITECTURE.md ("Normalization"): {"action": {field:
+    [7]}, "proprio": {field: [8]}, "num_samples", "num_episodes", "files", "quantiles"}.
     """
     ids = range(len(index.episodes)) if episode_ids is None else episode_ids
     action, proprio = StreamingStats(7, capacity, seed), StreamingStats(8, capacity, seed + 1)

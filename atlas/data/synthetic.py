@@ -1,4 +1,4 @@
-"""A small, learnable dataset written in EXACTLY the original LIBERO HDF5 layout (FORMAT.md §1).
+"""A small, learnable dataset in EXACTLY the original LIBERO HDF5 layout (docs/LIBERO.md §1).
 
 Task i is "pick up the <colour> block and place it on the <receptacle>" (six colours x three
 receptacles, so at most 18 tasks); see `atlas.data.synthetic_scene` for the world and the expert.

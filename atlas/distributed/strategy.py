@@ -67,7 +67,7 @@ class Strategy:
     """DDP-like defaults for every hook; subclasses override what their engine does differently.
 
     `precision` is the resolved precision name of the run ("bf16" | "fp16" | "fp32", see
-    atlas.training.precision): FSDP2 derives its MixedPrecisionPolicy from it.
+    atlas.runtime): FSDP2 derives its MixedPrecisionPolicy from it.
     """
 
     name: ClassVar[str] = ""

@@ -55,7 +55,7 @@ def check_suite(suite: str) -> str:
 
 
 def instruction_from_task_name(name: str) -> str:
-    """The file-name form of the instruction (FORMAT.md §2).
+    """The file-name form of the instruction (docs/LIBERO.md §2).
 
     Drops every word up to and including the one containing `SCENE` (libero_10/90 names start
     with e.g. `KITCHEN_SCENE10_`) and turns `_` into spaces.

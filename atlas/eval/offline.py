@@ -12,34 +12,31 @@
 
 Sums and counts are reduced across ranks (never means of means), so a sharded validation gives the
 same numbers as one process. `atlas eval --checkpoint DIR` rebuilds the checkpoint's validation
-split from its config and seed and prints the same numbers as a table (or JSON).
+split from its config and seed and prints the same numbers as a table or JSON
+(atlas.eval.offline_cli).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
-import json
 import logging
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from atlas.config.schema import LossConfig
 from atlas.distributed.env import all_reduce_sum
 from atlas.eval.metrics import (
     GRIPPER,
     ROW_WIDTH,
     SAMPLES,
     error_metrics,
-    format_metrics_table,
     per_sample_sums,
 )
-from atlas.training.precision import PrecisionPolicy, resolve_precision
+from atlas.models.loss import VLALoss
+from atlas.runtime import PrecisionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +120,6 @@ class _MeanActionBaseline:
     """
 
     def __init__(self, policy: nn.Module, normalizer: Any, device: torch.device) -> None:
-        from atlas.config.schema import LossConfig
-        from atlas.models.loss import VLALoss
-
         cfg = getattr(getattr(policy, "config", None), "training", None)
         loss_cfg = cfg.loss if cfg is not None else LossConfig()
         self.loss_fn = VLALoss(loss_cfg)
@@ -203,122 +197,3 @@ def _finalize(sums: _Sums, tasks: list[str], per_task_loss: bool) -> dict[str, A
             entry["loss"] = float(row[-2]) / max(float(row[-1]), 1.0)
         out["per_task"][name] = entry
     return out
-
-
-# ------------------------------------------------------------------------------ atlas eval
-
-
-def add_eval_args(parser: argparse.ArgumentParser) -> None:
-    """Options of `atlas eval`."""
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="DIR",
-        help="an exported policy (best/, final/: config.json + model.safetensors) or an "
-        "iter_N checkpoint directory",
-    )
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        metavar="PATH",
-        help="evaluate on every episode of these suites/files instead of the checkpoint's "
-        "validation split (rebuilt from its config and seed)",
-    )
-    parser.add_argument("--batch-size", type=int, help="default: the checkpoint's data.batch_size")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
-    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-
-
-def run_eval_command(args: argparse.Namespace) -> int:
-    """`atlas eval`: rebuild the held-out data, run `evaluate_policy`, print a table or JSON.
-
-    Exit codes: 0 done, 2 bad input (no such checkpoint, no held-out episodes, bad data).
-    """
-    from atlas.config.loader import ConfigError
-    from atlas.data.errors import DataError
-
-    try:
-        result = evaluate_checkpoint(Path(args.checkpoint), args.data, args.batch_size, args.device)
-    except (FileNotFoundError, DataError, ConfigError, ValueError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        sys.stdout.write(format_metrics_table(result) + "\n")
-    return 0
-
-
-def evaluate_checkpoint(
-    path: Path, data: list[str] | None = None, batch_size: int | None = None,
-    device: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Offline metrics of the policy in `path` on its validation split (or on `data`)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    policy = load_policy_for_eval(path)
-    cfg = copy.deepcopy(policy.config)
-    if batch_size:
-        cfg.data.batch_size = batch_size
-    dataset = build_eval_dataset(cfg, data, policy.normalizer)
-    if dataset is None or len(dataset) == 0:
-        raise ValueError(
-            f"{path}: its config holds out no validation episodes (data.val_split is 0); "
-            "pass --data PATH to evaluate on other episodes"
-        )
-    from atlas.data import build_dataloader
-
-    loader = build_dataloader(dataset, cfg, list(range(len(dataset))), train=False)
-    precision = resolve_precision(cfg.training.mixed_precision, dev)
-    policy.to(dev)
-    policy.cache_instructions(dataset.tasks)
-    result = evaluate_policy(policy, loader, policy.normalizer, dev, precision, per_task_loss=True)
-    result["checkpoint"] = str(path)
-    result["data"] = data or "validation split"
-    return result
-
-
-def load_policy_for_eval(path: Path) -> Any:
-    """The policy of an export (config.json) or of an iter_N checkpoint (config.yaml)."""
-    from atlas.models.policy import AtlasVLAPolicy
-
-    if (path / "config.json").is_file():
-        return AtlasVLAPolicy.from_pretrained(path)
-    if (path / "config.yaml").is_file():
-        from atlas.checkpoint.resume import load_weights
-        from atlas.config.loader import load_config
-        from atlas.models.policy import build_policy
-        from atlas.training.build import seed_everything
-
-        cfg = load_config(path / "config.yaml")
-        _, _, normalizer = _datasets(cfg)  # the run's statistics, as the trainer built them
-        # Seeded as the trainer seeds before building: iter_N checkpoints leave frozen weights
-        # out, and a randomly initialised frozen backbone (the debug VGGT) is rebuilt this way.
-        seed_everything(cfg.training.seed)
-        policy = build_policy(cfg, normalizer)
-        load_weights(path, policy)
-        return policy
-    raise FileNotFoundError(
-        f"{path}: neither an exported policy (config.json) nor a checkpoint (config.yaml)"
-    )
-
-
-def build_eval_dataset(cfg: Any, data: list[str] | None, normalizer: Any) -> Any:
-    """The checkpoint's validation split, or every episode of `data`; no augmentation.
-
-    Samples are normalized with the policy's own statistics, never recomputed ones.
-    """
-    cfg.data.augmentation.enabled = False
-    if data:
-        cfg.data.paths, cfg.data.val_split, cfg.data.synthetic = list(data), 0.0, None
-        dataset, _, _ = _datasets(cfg)
-    else:
-        _, dataset, _ = _datasets(cfg)
-    if dataset is not None and normalizer is not None:
-        dataset.normalizer = normalizer
-    return dataset
-
-
-def _datasets(cfg: Any) -> tuple[Any, Any, Any]:
-    from atlas.data import build_datasets
-
-    return build_datasets(cfg)

@@ -1,4 +1,4 @@
-"""Closed-loop LIBERO evaluation with the protocol everyone reports (FORMAT.md §6).
+"""Closed-loop LIBERO evaluation with the protocol everyone reports (docs/LIBERO.md §6).
 
 Per task of a suite and per trial i:
 

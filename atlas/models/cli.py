@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def add_model_subcommands(parser: argparse.ArgumentParser) -> None:
     """Add `summary` under the `atlas model` parser."""
-    from atlas.cli import add_config_args
+    from atlas.config.arguments import add_config_args
 
     sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("summary", help="total and trainable parameters per module")

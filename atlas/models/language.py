@@ -121,6 +121,7 @@ def build_transformer(
     meta=True only needs config.json (no weights, no tokenizer; tokenizer is None); a missing
     folder then falls back to LlamaConfig() defaults, which are exactly Llama-2-7B.
     """
+    # transformers takes seconds to import: only when a language model is really built.
     from transformers import AutoConfig, AutoModel, AutoTokenizer, LlamaConfig
 
     if meta:
@@ -148,7 +149,7 @@ def build_transformer(
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """No progress bars, and no load report listing the LM head we deliberately leave out."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # slow import, see build_transformer
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -258,7 +259,7 @@ class LanguageEncoder(nn.Module):
 
 def language_hidden_size(cfg: LanguageEncoderConfig) -> int:
     """Width D of the configured model, read from its config.json alone (no weights loaded)."""
-    from transformers import AutoConfig, LlamaConfig
+    from transformers import AutoConfig, LlamaConfig  # slow import, see build_transformer
 
     path = resolve_language_path(cfg.name_or_path)
     if (path / "config.json").is_file():

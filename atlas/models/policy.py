@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from atlas.config.schema import POLICY_MODULES, AtlasConfig, TrainingConfig
+from atlas.data.transforms import preprocess_frames
 from atlas.models import parameters
 from atlas.models.action_head import ActionHead
 from atlas.models.detached import DetachedBackbone
@@ -130,7 +131,7 @@ class AtlasVLAPolicy(nn.Module):
         return self.action_head.mlp[-1].weight.device
 
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Batch (see docs/CONTRACTS.md) -> (loss, {"loss", "loss_pose", "loss_gripper"})."""
+        """Batch (see docs/ARCHITECTURE.md) -> (loss, {"loss", "loss_pose", "loss_gripper"})."""
         return self._loss(self._raw_actions(batch), batch)
 
     def predict_chunk(self, batch: dict[str, Any]) -> Tensor:
@@ -222,8 +223,6 @@ class AtlasVLAPolicy(nn.Module):
         oldest frame is repeated. Runs in eval mode (restored afterwards). `history` (from
         `new_history()`) replaces the policy's own frame history for this call.
         """
-        from atlas.data.transforms import preprocess_frames
-
         if self.normalizer is None:
             raise RuntimeError("predict_action needs a normalizer: build_policy(cfg, normalizer)")
         d = self.config.data

@@ -1,7 +1,7 @@
 """Fake batches and tiny configs for tests and benchmarks (no data, no downloads).
 
-`make_fake_batch(cfg, B)` follows the Batch contract of docs/CONTRACTS.md exactly, so a policy that
-trains on it trains on the real DataLoader.
+`make_fake_batch(cfg, B)` follows the batch contract of docs/ARCHITECTURE.md exactly, so a policy
+that trains on it trains on the real DataLoader.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from atlas.config.loader import from_dict
 from atlas.config.schema import AtlasConfig
 
 # The CPU-sized VGGT of atlas.models.vggt.VGGT_PRESETS (width 64, 4 layers, 2 DINO blocks).
@@ -58,8 +59,6 @@ def tiny_config(
     `language` is "minilm" or a local model folder; `data` updates the data section and
     `model_overrides` the model sections, e.g. tiny_config(action_head={"chunk_size": 8}).
     """
-    from atlas.config.loader import from_dict
-
     model: dict[str, Any] = {
         "vggt": {"preset": TEST_VGGT_PRESET, "checkpoint": None},
         "language_encoder": {"name_or_path": language, "pooling": "mean", "dtype": "fp32"},

@@ -7,26 +7,21 @@ work with side effects on shared files (synthetic data, statistics) runs on rank
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from atlas.cache import open_cached_datasets
 from atlas.config.schema import AtlasConfig
+from atlas.data import build_dataloader, build_datasets
 from atlas.distributed.env import DistInfo, main_process_first
+from atlas.models.policy import build_policy
+from atlas.training.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and every GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def log_banner(info: DistInfo) -> None:
@@ -57,14 +52,9 @@ def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
     start mid-epoch). Validation is sharded without padding (rank r takes every world_size-th
     sample), so each held-out sample is counted exactly once in the reduced metrics.
     """
-    from atlas.data import build_dataloader, build_datasets
-    from atlas.training.sampler import ResumableSampler
-
     with main_process_first(info):
         train_set, val_set, normalizer = build_datasets(cfg)
     if cfg.data.use_feature_cache:  # same indexing, backbone outputs read from `atlas cache`
-        from atlas.cache import open_cached_datasets
-
         train_set, val_set = open_cached_datasets(cfg, train_set, val_set, info.device)
     sampler = ResumableSampler(
         len(train_set), info, shuffle=True, seed=cfg.training.seed, drop_last=False
@@ -83,8 +73,6 @@ def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
 
 def build_model(cfg: AtlasConfig, normalizer: Any, device: torch.device) -> nn.Module:
     """The policy on `device` (identical on every rank: built right after seeding)."""
-    from atlas.models.policy import build_policy
-
     # Training from the feature cache never loads the frozen backbones (batches carry their output).
     policy = build_policy(cfg, normalizer, backbones=not cfg.data.use_feature_cache)
     counts = policy.parameter_counts()

@@ -6,17 +6,25 @@ this works on headless machines and never touches the user's matplotlib state.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from atlas.training.tracking import read_metrics
-
 log = logging.getLogger(__name__)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl (an empty list when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_plots(metrics_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """Draw loss.png (train & val), lr.png and throughput.png; returns {title: path}."""
+    # matplotlib takes a second to import: only at the end of a run, when plots are drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -19,6 +19,9 @@ from torch import nn
 
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo, barrier, broadcast_object
+from atlas.eval.libero_env import LiberoEnvFactory
+from atlas.eval.libero_setup import require_simulator
+from atlas.eval.rollout import RolloutConfig, run_rollouts
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,6 @@ class TrainingRollouts:
         self.cfg, self.info, self.env_factory = cfg, info, env_factory
         self.interval = cfg.eval.rollout_interval
         if self.interval > 0 and env_factory is None:
-            from atlas.eval.libero_env import LiberoEnvFactory
-            from atlas.eval.libero_setup import require_simulator
-
             require_simulator()  # at start-up, not hours into the run
             source = cfg.data.instruction_source
             self.env_factory = LiberoEnvFactory(ROLLOUT_IMAGE_SIZE, source, None)
@@ -57,8 +57,6 @@ class TrainingRollouts:
         return broadcast_object(summary)
 
     def _rollout(self, step: int, policy: nn.Module) -> dict[str, Any]:
-        from atlas.eval.rollout import RolloutConfig, run_rollouts
-
         e = self.cfg.eval
         config = RolloutConfig(
             suite=e.rollout_suite,

@@ -31,10 +31,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from atlas.config.loader import to_dict
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
+from atlas.training.report import make_plots, read_metrics, write_report
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class RunTracker:
         self.metrics_path = self.run_dir / METRICS_FILE
         _truncate_metrics(self.metrics_path, keep_until=start_step)
         if cfg.logging.tensorboard:
+            # Imported only when enabled: it loads TensorBoard's protobuf stack (seconds).
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step hides events past the resume point, as _truncate_metrics does.
@@ -84,8 +88,6 @@ class RunTracker:
         if cfg.logging.wandb.enabled:
             self._wandb = _init_wandb(cfg, self.run_dir)
         if progress and cfg.logging.progress and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(
                 total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True
             )
@@ -94,8 +96,6 @@ class RunTracker:
         """Context for the training loop: log lines go above the progress bar, not through it."""
         if self._bar is None:
             return contextlib.nullcontext()
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
         return logging_redirect_tqdm()
 
     # -- per step ------------------------------------------------------------------------
@@ -158,8 +158,6 @@ class RunTracker:
             return
         self.close()
         (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        from atlas.training.report import make_plots, write_report
-
         plots = make_plots(self.metrics_path, self.run_dir / "plots")
         write_report(self.run_dir, summary, plots)
 
@@ -252,14 +250,6 @@ class StepMeter:
             out["peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.reset()
         return out
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (an empty list when it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _truncate_metrics(path: Path, keep_until: int) -> None:

@@ -46,7 +46,8 @@ from atlas.errors import user_errors
 from atlas.eval.metrics import GROUP_KEYS, group_lines
 from atlas.eval.offline import evaluate_policy
 from atlas.logs import setup_logging
-from atlas.training.build import build_model, build_training_data, log_banner, seed_everything
+from atlas.runtime import resolve_precision, seed_everything
+from atlas.training.build import build_model, build_training_data, log_banner
 from atlas.training.numerics import FiniteGuard, check_validation_loss
 from atlas.training.optim import (
     build_optimizer,
@@ -54,7 +55,6 @@ from atlas.training.optim import (
     current_lrs,
     separate_shared_grads,
 )
-from atlas.training.precision import resolve_precision
 from atlas.training.preemption import PreemptionHandler
 from atlas.training.preflight import check_inputs
 from atlas.training.rollouts import TrainingRollouts

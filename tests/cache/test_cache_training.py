@@ -23,7 +23,7 @@ SYNTH = "{tasks: 2, demos: 3, steps: 10, image_size: 32}"
 
 def make_cfg(root: Path, *overrides: str, cached: bool = False) -> AtlasConfig:
     """The debug config shrunk further: 2 tasks x 3 demos x 10 steps, 28 px, store in fp32."""
-    from atlas.cli import packaged_config
+    from atlas.config.arguments import packaged_config
 
     base = [
         f"data.paths=[{root / 'synth'}]",
@@ -50,7 +50,7 @@ def datasets(cfg: AtlasConfig) -> tuple[Any, Any, Any]:
 def online_policy(cfg: AtlasConfig, normalizer: Any) -> Any:
     """The policy exactly as the trainer builds it (seeded first)."""
     from atlas.models.policy import build_policy
-    from atlas.training.build import seed_everything
+    from atlas.runtime import seed_everything
 
     seed_everything(cfg.training.seed)
     return build_policy(cfg, normalizer)

@@ -1,4 +1,4 @@
-"""The synthetic files match the LIBERO layout of FORMAT.md §1 key by key, and behave like data."""
+"""The synthetic files match LIBERO's layout (docs/LIBERO.md §1) key by key and behave like data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from atlas.data.libero_hdf5 import build_index, instruction_from_filename, noop_mask
 from atlas.data.synthetic import STATE_DIM, generate_synthetic
 
-# dataset -> (trailing shape, dtype); T is the demo's length. FORMAT.md §1.
+# dataset -> (trailing shape, dtype); T is the demo's length. docs/LIBERO.md §1.
 DEMO_DATASETS = {
     "actions": ((7,), np.float64),
     "states": ((STATE_DIM,), np.float64),

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from atlas.config import AtlasConfig, load_config
+from atlas.runtime import resolve_precision
 from atlas.training.optim import (
     build_optimizer,
     build_scheduler,
@@ -16,7 +17,6 @@ from atlas.training.optim import (
     lr_at,
     separate_shared_grads,
 )
-from atlas.training.precision import resolve_precision
 
 CPU = torch.device("cpu")
 

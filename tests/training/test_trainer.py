@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from atlas.config import AtlasConfig, config_from_resolved, dump_yaml
 from atlas.distributed.env import DistInfo
-from atlas.eval.offline import run_eval_command
+from atlas.eval.offline_cli import run_eval_command
 from atlas.training.trainer import Trainer, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
