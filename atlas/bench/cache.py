@@ -151,7 +151,7 @@ def _sync(device: torch.device) -> None:
 def loader_for(dataset: Any, cfg: AtlasConfig) -> tuple[Any, Any]:
     from atlas.data import build_dataloader
     from atlas.distributed.env import DistInfo
-    from atlas.training.sampler import ResumableSampler
+    from atlas.distributed.sampler import ResumableSampler
 
     sampler = ResumableSampler(len(dataset), DistInfo(), shuffle=True, seed=0, drop_last=False)
     return build_dataloader(dataset, cfg, sampler, train=True), sampler

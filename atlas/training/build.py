@@ -18,8 +18,8 @@ from atlas.cache import open_cached_datasets
 from atlas.config.schema import AtlasConfig
 from atlas.data import build_dataloader, build_datasets
 from atlas.distributed.env import DistInfo, main_process_first
+from atlas.distributed.sampler import ResumableSampler
 from atlas.models.policy import build_policy
-from atlas.training.sampler import ResumableSampler
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from atlas.checkpoint.manager import CheckpointManager, SaveReason, load_weights
 from atlas.checkpoint.state import RNGState, TrainProgress
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
+from atlas.distributed.sampler import ResumableSampler
 from atlas.training.optim import lr_at
-from atlas.training.sampler import ResumableSampler
 
 NUM_SAMPLES = 44  # 11 micro-batches of 4: the last accumulation window of an epoch is partial
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from atlas.distributed.env import DistInfo
-from atlas.training.sampler import ResumableSampler
+from atlas.distributed.sampler import ResumableSampler
 
 
 @pytest.mark.parametrize(
