@@ -160,13 +160,14 @@ def loader_for(dataset: Any, cfg: AtlasConfig) -> tuple[Any, Any]:
 def online_phase(args: argparse.Namespace, root: Path, device: torch.device) -> tuple[dict, dict]:
     """Train online; returns (result, the trainable state dict on the CPU)."""
     from atlas.data import build_datasets
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
     from atlas.runtime import seed_everything
 
     cfg = bench_config(args, root, cached=False)
     seed_everything(cfg.training.seed)
     train, _, normalizer = build_datasets(cfg)
-    policy = build_policy(cfg, normalizer).to(device)
+    policy = build_policy(policy_config(cfg), normalizer).to(device)
     policy.cache_instructions(train.tasks)  # what the trainer does: the LM runs once per text
     loader, sampler = loader_for(train, cfg)
     result = train_steps(policy, loader, sampler, cfg, args.steps, args.warmup, device)
@@ -193,12 +194,13 @@ def cached_phase(
 ) -> dict[str, Any]:
     from atlas.cache.build import open_cached_datasets
     from atlas.data import build_datasets
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
 
     cfg = bench_config(args, root, cached=True)
     train, val, normalizer = build_datasets(cfg)
     train, _ = open_cached_datasets(cfg, train, val, device)
-    policy = build_policy(cfg, normalizer, backbones=False)
+    policy = build_policy(policy_config(cfg), normalizer, backbones=False)
     policy.load_state_dict(state, strict=True)  # the detached policy holds exactly these keys
     loader, sampler = loader_for(train, cfg)
     steps = args.steps * args.cached_step_factor

@@ -101,12 +101,13 @@ def time_calls(
 
 
 def run_setting(args: argparse.Namespace, cameras: int, chunk: int, mode: str) -> dict[str, Any]:
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
 
     cfg = bench_config(args.preset, cameras, chunk, args.size, args.set)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    policy = build_policy(cfg, identity_normalizer()).to(device).eval()
+    policy = build_policy(policy_config(cfg), identity_normalizer()).to(device).eval()
     if args.vggt_dtype == "bf16":
         policy.vggt.to(torch.bfloat16)
     policy.reset()

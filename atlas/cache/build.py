@@ -41,9 +41,11 @@ from atlas.cache.store import (
 from atlas.config.schema import AtlasConfig
 from atlas.data import build_datasets
 from atlas.data.build import worker_init
+from atlas.data.normalization import Normalizer
 from atlas.distributed.env import DistInfo, barrier, main_process_first
+from atlas.models.config import policy_config
 from atlas.models.language import resolve_language_dtype
-from atlas.models.policy import build_policy
+from atlas.models.policy import AtlasVLAPolicy, build_policy
 from atlas.runtime import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
@@ -188,9 +190,11 @@ def _stored_bytes(directory: Path) -> int:
         return 0
 
 
-def _frozen_policy(cfg: AtlasConfig, normalizer: Any, device: torch.device) -> Any:
+def _frozen_policy(
+    cfg: AtlasConfig, normalizer: Normalizer, device: torch.device
+) -> AtlasVLAPolicy:
     """The policy with its backbones loaded, in eval mode on `device` (its frozen parts run)."""
-    policy = build_policy(cfg, normalizer).to(device)
+    policy = build_policy(policy_config(cfg), normalizer).to(device)
     return policy.eval()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -22,6 +23,7 @@ import yaml
 from atlas.config.schema import AtlasConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -40,7 +42,7 @@ def load_config(
     for item in overrides:
         _apply_override(raw, item)
         source = f"{source} (with --set overrides)" if "--set" not in source else source
-    cfg = from_dict(AtlasConfig, raw, source=source)
+    cfg = from_dict(AtlasConfig, _moved_keys(raw, source), source=source)
     problems = cfg.validate()
     if problems:  # one line, however many: every key named with what it needs
         listed = "; ".join(f"{key}: {msg}" for key, msg in problems)
@@ -84,7 +86,29 @@ def save_config(cfg: AtlasConfig, path: str | Path) -> None:
 
 def config_from_resolved(data: dict[str, Any], source: str) -> AtlasConfig:
     """Rebuild a config saved by `save_config` / `to_dict` (checkpoints, exported models)."""
-    return from_dict(AtlasConfig, data, source=source)
+    return from_dict(AtlasConfig, _moved_keys(data, source), source=source)
+
+
+# Keys that moved, (section, key) -> (section, key). Configs written before the move (YAML files,
+# the config.yaml of earlier runs, exported policies) still load; a file holding both is an error.
+MOVED_KEYS = {("training", "loss"): ("model", "loss")}
+
+
+def _moved_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`raw` with every key of MOVED_KEYS at its new place (a new dict where something moved)."""
+    for (old_section, key), (new_section, new_key) in MOVED_KEYS.items():
+        old, new = raw.get(old_section), raw.get(new_section) or {}
+        if not isinstance(old, dict) or key not in old or not isinstance(new, dict):
+            continue  # nothing to move (or a type error that from_dict reports)
+        if new_key in new:
+            raise ConfigError(
+                f"{source}: both '{old_section}.{key}' and '{new_section}.{new_key}' are set; "
+                f"keep only '{new_section}.{new_key}'"
+            )
+        rest = {k: v for k, v in old.items() if k != key}
+        raw = {**raw, old_section: rest, new_section: {**new, new_key: old[key]}}
+        log.warning("%s: '%s.%s' is now '%s.%s'", source, old_section, key, new_section, new_key)
+    return raw
 
 
 # ------------------------------------------------------------------------------------- internals

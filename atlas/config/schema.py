@@ -19,6 +19,8 @@ from atlas.config.ranges import RATE, backbone_problems, not_rate, optimizer_pro
 
 # The policy's top-level modules: names for freezing, per-module LRs and parameter counts.
 POLICY_MODULES = ("vggt", "language_encoder", "geometry", "fusion", "action_head")
+# What the dataset and predict_action do to raw frames (docs/LIBERO.md §3).
+Orientation = Literal["none", "vflip", "rot180"]
 
 # ---------------------------------------------------------------------------------------- model
 
@@ -70,6 +72,15 @@ class ActionHeadConfig:
     hidden_dim: int = 512  # width of the action MLP
 
 
+class LossConfig:
+    pose_weight: float = 1.0  # weight of the loss on the 6 pose dimensions
+    # Quadratic below 1 (normalized units), smooth_l1 gives errors of a few tenths gradients of
+    # a few tenths, next to the gripper L1's unit ones: l1 learns the arm's motion much faster.
+    pose_loss: Literal["smooth_l1", "l1"] = "smooth_l1"  # smooth_l1 (beta 1) or l1 on the pose
+    gripper_weight: float = 1.0  # L1 (or BCE) on the gripper dimension
+    gripper_loss: Literal["l1", "bce"] = "l1"  # loss on the gripper command
+
+
 @dataclass
 class ModelConfig:
     vggt: VGGTBackboneConfig = field(default_factory=VGGTBackboneConfig)
@@ -77,6 +88,7 @@ class ModelConfig:
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)  # the policy's training loss
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -127,7 +139,7 @@ class DataConfig:
     instruction_source: Literal["filename", "problem_info"] = "filename"  # see docs/LIBERO.md §2
     # LIBERO images are stored upside down. vflip gives the true camera image (right for 3D
     # geometry); rot180 is what OpenVLA/openpi use. Evaluation applies the same transform.
-    orientation: Literal["none", "vflip", "rot180"] = "vflip"
+    orientation: Orientation = "vflip"
     # lerobot: how the stored frames relate to the simulator's raw (upside-down) ones; the
     # orientation above stays relative to the simulator, so training and rollouts see the same
     # pixels. auto: none for libero_hdf5, rot180 for lerobot (LIBERO's LeRobot publications store
@@ -153,16 +165,6 @@ class DataConfig:
 
 
 # ------------------------------------------------------------------------------------- training
-
-
-@dataclass
-class LossConfig:
-    pose_weight: float = 1.0  # weight of the loss on the 6 pose dimensions
-    # Quadratic below 1 (normalized units), smooth_l1 gives errors of a few tenths gradients of
-    # a few tenths, next to the gripper L1's unit ones: l1 learns the arm's motion much faster.
-    pose_loss: Literal["smooth_l1", "l1"] = "smooth_l1"  # smooth_l1 (beta 1) or l1 on the pose
-    gripper_weight: float = 1.0  # L1 (or BCE) on the gripper dimension
-    gripper_loss: Literal["l1", "bce"] = "l1"  # loss on the gripper command
 
 
 @dataclass
@@ -197,7 +199,6 @@ class TrainingConfig:
     seed: int = 42  # seeds the split, the shuffling, augmentation and initialization
     strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"  # see docs/MULTI_GPU_TRAINING.md
     dist_timeout_minutes: int = 30  # collective timeout before a hung rank errors out
-    loss: LossConfig = field(default_factory=LossConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from atlas.config.schema import LossConfig
+from atlas.data.normalization import Normalizer
 from atlas.distributed.env import all_reduce_sum
 from atlas.eval.metrics import (
     GRIPPER,
@@ -67,7 +68,7 @@ class _Sums:
 def evaluate_policy(
     policy: nn.Module,
     loader: Iterable[dict[str, Any]],
-    normalizer: Any,
+    normalizer: Normalizer,
     device: torch.device,
     amp: PrecisionPolicy | None = None,
     *,
@@ -119,9 +120,9 @@ class _MeanActionBaseline:
     logit, so the mean is mapped through atanh.
     """
 
-    def __init__(self, policy: nn.Module, normalizer: Any, device: torch.device) -> None:
-        cfg = getattr(getattr(policy, "config", None), "training", None)
-        loss_cfg = cfg.loss if cfg is not None else LossConfig()
+    def __init__(self, policy: nn.Module, normalizer: Normalizer, device: torch.device) -> None:
+        # The policy's own loss (its PolicyConfig.loss); the defaults for a policy without one.
+        loss_cfg = getattr(getattr(policy, "config", None), "loss", None) or LossConfig()
         self.loss_fn = VLALoss(loss_cfg)
         mean = torch.tensor(normalizer.stats["action"]["mean"], dtype=torch.float64)
         self.action = mean.to(device)  # action units, for the per-group baseline errors
@@ -140,7 +141,7 @@ def _accumulate(
     batch: dict[str, Any],
     losses: dict[str, Tensor],
     pred: Tensor,
-    normalizer: Any,
+    normalizer: Normalizer,
     baseline: _MeanActionBaseline,
 ) -> None:
     """Add one batch's errors (action units) and losses to the running sums."""

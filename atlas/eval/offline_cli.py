@@ -9,18 +9,19 @@ numbers equal the run's last validation.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from atlas.checkpoint.resume import load_weights
-from atlas.config.loader import ConfigError, load_config
-from atlas.data import build_dataloader, build_datasets
+from atlas.config.loader import ConfigError, config_from_resolved, load_config
+from atlas.config.schema import AtlasConfig
+from atlas.data import LiberoDataset, Normalizer, build_dataloader, build_datasets
 from atlas.data.errors import DataError
 from atlas.eval.metrics import format_metrics_table
 from atlas.eval.offline import evaluate_policy
+from atlas.models.config import policy_config, read_policy_config
 from atlas.models.policy import AtlasVLAPolicy, build_policy
 from atlas.runtime import resolve_device, resolve_precision, seed_everything
 
@@ -64,13 +65,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_checkpoint(
-    path: Path, data: list[str] | None = None, batch_size: int | None = None,
+    path: Path,
+    data: list[str] | None = None,
+    batch_size: int | None = None,
     device: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Offline metrics of the policy in `path` on its validation split (or on `data`)."""
     dev = resolve_device(device)
-    policy = load_policy_for_eval(path)
-    cfg = copy.deepcopy(policy.config)
+    policy, cfg = load_policy_for_eval(path, data)
     if batch_size:
         cfg.data.batch_size = batch_size
     dataset = build_eval_dataset(cfg, data, policy.normalizer)
@@ -89,25 +91,51 @@ def evaluate_checkpoint(
     return result
 
 
-def load_policy_for_eval(path: Path) -> Any:
-    """The policy of an export (config.json) or of an iter_N checkpoint (config.yaml)."""
+def load_policy_for_eval(
+    path: Path, data: list[str] | None = None
+) -> tuple[AtlasVLAPolicy, AtlasConfig]:
+    """The policy of an export (config.json) or of an iter_N checkpoint (config.yaml), and the
+    run config its validation split is rebuilt from (see `run_config_of`)."""
     if (path / "config.json").is_file():
-        return AtlasVLAPolicy.from_pretrained(path)
+        return AtlasVLAPolicy.from_pretrained(path), run_config_of(path, data)
     if (path / "config.yaml").is_file():
         cfg = load_config(path / "config.yaml")
-        _, _, normalizer = _datasets(cfg)  # the run's statistics, as the trainer built them
+        _, _, normalizer = build_datasets(cfg)  # the run's statistics, as the trainer built them
         # Seeded as the trainer seeds before building: iter_N checkpoints leave frozen weights
         # out, and a randomly initialised frozen backbone (the debug VGGT) is rebuilt this way.
         seed_everything(cfg.training.seed)
-        policy = build_policy(cfg, normalizer)
+        policy = build_policy(policy_config(cfg), normalizer)
         load_weights(path, policy)
-        return policy
+        return policy, cfg
     raise FileNotFoundError(
         f"{path}: neither an exported policy (config.json) nor a checkpoint (config.yaml)"
     )
 
 
-def build_eval_dataset(cfg: Any, data: list[str] | None, normalizer: Any) -> Any:
+def run_config_of(export: Path, data: list[str] | None) -> AtlasConfig:
+    """The config of the run that wrote `export`: the run directory's config.yaml next to
+    best/ and final/, or (earlier exports) the whole run config in config.json. With `--data`
+    and no run config, the schema defaults with the policy's own data facts will do."""
+    saved = json.loads((export / "config.json").read_text())
+    if "model" in saved and "data" in saved:
+        return config_from_resolved(saved, str(export / "config.json"))
+    if (export.parent / "config.yaml").is_file():
+        return load_config(export.parent / "config.yaml")
+    if not data:
+        raise FileNotFoundError(
+            f"{export}: no run config (config.yaml) beside this export to rebuild its validation "
+            "split from; pass --data PATH to evaluate on other episodes"
+        )
+    policy = read_policy_config(saved, str(export / "config.json"))
+    cfg = AtlasConfig()
+    cfg.data.cameras, cfg.data.history = list(policy.cameras), policy.history
+    cfg.data.image_size, cfg.data.orientation = policy.image_size, policy.orientation
+    return cfg
+
+
+def build_eval_dataset(
+    cfg: AtlasConfig, data: list[str] | None, normalizer: Normalizer | None
+) -> LiberoDataset | None:
     """The checkpoint's validation split, or every episode of `data`; no augmentation.
 
     Samples are normalized with the policy's own statistics, never recomputed ones.
@@ -115,13 +143,9 @@ def build_eval_dataset(cfg: Any, data: list[str] | None, normalizer: Any) -> Any
     cfg.data.augmentation.enabled = False
     if data:
         cfg.data.paths, cfg.data.val_split, cfg.data.synthetic = list(data), 0.0, None
-        dataset, _, _ = _datasets(cfg)
+        dataset, _, _ = build_datasets(cfg)
     else:
-        _, dataset, _ = _datasets(cfg)
+        _, dataset, _ = build_datasets(cfg)
     if dataset is not None and normalizer is not None:
         dataset.normalizer = normalizer
     return dataset
-
-
-def _datasets(cfg: Any) -> tuple[Any, Any, Any]:
-    return build_datasets(cfg)

@@ -159,7 +159,7 @@ class PolicySpec:
         from atlas.models.policy import AtlasVLAPolicy
 
         policy = AtlasVLAPolicy.from_pretrained(self.checkpoint)
-        log.info("loaded policy from %s (cameras %s)", self.checkpoint, policy.config.data.cameras)
+        log.info("loaded policy from %s (cameras %s)", self.checkpoint, policy.config.cameras)
         return with_libero_cameras(policy.eval())  # once: predict_action never switches modes
 
 
@@ -172,7 +172,7 @@ def with_libero_cameras(policy: Any, cameras: Sequence[str] | None = None) -> Ro
     """
     from atlas.data.lerobot_meta import CAMERA_ALIASES, libero_camera
 
-    cameras = list(policy.config.data.cameras if cameras is None else cameras)
+    cameras = list(policy.config.cameras if cameras is None else cameras)
     names = {cam: libero_camera(cam) for cam in cameras}
     unknown = [cam for cam, sim in names.items() if sim is None]
     if unknown:

@@ -36,6 +36,7 @@ def add_model_subcommands(parser: argparse.ArgumentParser) -> None:
 
 def model_summary(cfg: Any, meta: bool) -> dict[str, Any]:
     """{"modules": {name: {"total", "trainable"}}, "total", "trainable", "notes": [...], ...}."""
+    from atlas.models.config import policy_config
     from atlas.models.language import resolve_language_path
     from atlas.models.policy import build_policy
 
@@ -45,7 +46,7 @@ def model_summary(cfg: Any, meta: bool) -> dict[str, Any]:
         notes.append(f"{lang_path}/config.json not found: language encoder counted as Llama-2-7B")
     if not meta and cfg.model.vggt.checkpoint is None:
         notes.append("model.vggt.checkpoint not set: VGGT built with random weights")
-    policy = build_policy(cfg, meta=meta, load_weights=not meta)
+    policy = build_policy(policy_config(cfg), meta=meta, load_weights=not meta)
     counts = policy.parameter_counts()
     return {
         "meta": meta,

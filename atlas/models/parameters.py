@@ -2,20 +2,21 @@
 
 Module names are `atlas.config.schema.POLICY_MODULES`. A frozen module has requires_grad False on
 every parameter and stays in eval mode; it is absent from the optimizer. Each trainable module
-gives up to two AdamW groups with the module's peak LR (`training.module_lr`, else
-`training.learning_rate`, times the world-size scale): one with weight decay, one without for
-parameters that decay should not shrink (norms, biases, learned tokens and embeddings).
+gives up to two AdamW groups with the module's peak LR (the trainer passes `training.module_lr`,
+else `training.learning_rate`, times the world-size scale: atlas.training.optim.module_lrs): one
+with weight decay, one without for parameters that decay should not shrink (norms, biases,
+learned tokens and embeddings).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-from atlas.config.schema import POLICY_MODULES, TrainingConfig
+from atlas.config.schema import POLICY_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,19 @@ def module_param_groups(
 
 
 def param_groups(
-    policy: nn.Module, training_cfg: TrainingConfig, lr_scale: float
+    policy: nn.Module, module_lrs: Mapping[str, float], weight_decay: float
 ) -> list[dict[str, Any]]:
-    """AdamW groups of every trainable module in POLICY_MODULES order (see module doc)."""
+    """AdamW groups of every trainable module in POLICY_MODULES order (see module doc).
+
+    module_lrs: the peak LR of each module (every name of POLICY_MODULES).
+    """
+    missing = [name for name in POLICY_MODULES if name not in module_lrs]
+    if missing:
+        raise ValueError(f"param_groups: no learning rate for {missing}")
     groups: list[dict[str, Any]] = []
     for name in POLICY_MODULES:
         module = getattr(policy, name)
-        lr = training_cfg.module_lr.get(name, training_cfg.learning_rate) * lr_scale
-        groups += module_param_groups(name, module, lr, training_cfg.weight_decay)
+        groups += module_param_groups(name, module, module_lrs[name], weight_decay)
     return groups
 
 

@@ -5,12 +5,14 @@
                                               \\-----------> FusionTransformer <--------/
     proprio [B, 8] (optional) --------------------------------> ActionHead --> [B, Hc, 7]
 
-Modules are named by `atlas.config.schema.POLICY_MODULES` (vggt, language_encoder, geometry,
-fusion, action_head). Freezing is declared in the config (`model.vggt.freeze`,
-`model.language_encoder.freeze`): a frozen module has no trainable parameters, stays in eval mode
-through `policy.train()` and runs without autograd. Parts of VGGT that the configured geometry
-never reads (unused heads, aggregator layers past the deepest one read) are frozen too, even when
-VGGT is trained, because they would get no gradient (and DDP would complain).
+The policy is built from its own `PolicyConfig` (atlas.models.config): the model sections and the
+data facts it needs, nothing of the run that trains it. Modules are named by
+`atlas.config.schema.POLICY_MODULES` (vggt, language_encoder, geometry, fusion, action_head).
+Freezing is declared in the config (`vggt.freeze`, `language_encoder.freeze`): a frozen module has
+no trainable parameters, stays in eval mode through `policy.train()` and runs without autograd.
+Parts of VGGT that the configured geometry never reads (unused heads, aggregator layers past the
+deepest one read) are frozen too, even when VGGT is trained, because they would get no gradient
+(and DDP would complain).
 
 This file is single-device PyTorch (no process groups, no wrappers). Saving and loading live in
 `atlas.models.pretrained`; parameter groups and counts in `atlas.models.parameters`.
@@ -22,17 +24,18 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from atlas.config.schema import POLICY_MODULES, AtlasConfig, TrainingConfig
+from atlas.data.normalization import Normalizer
 from atlas.data.transforms import preprocess_frames
-from atlas.models import parameters
+from atlas.models import parameters, pretrained
 from atlas.models.action_head import ActionHead
-from atlas.models.detached import DetachedBackbone
+from atlas.models.config import PolicyConfig
+from atlas.models.detached import DetachedLanguageEncoder, DetachedVGGT
 from atlas.models.fusion import FusionTransformer
 from atlas.models.geometry import (
     GeometryEncoder,
@@ -44,65 +47,60 @@ from atlas.models.language import LanguageEncoder, LanguageFeatures, language_hi
 from atlas.models.loss import VLALoss, gripper_prediction
 from atlas.models.vggt import VGGT, build_vggt, get_vggt_preset, load_vggt_weights
 
-if TYPE_CHECKING:
-    from atlas.data.normalization import Normalizer
-
 log = logging.getLogger(__name__)
 
 
 class AtlasVLAPolicy(nn.Module):
     """VGGT + language encoder + geometry + fusion + action head, with the VLALoss.
 
-    Use `build_policy(cfg, normalizer)`; `.config` is the AtlasConfig it was built from and
+    Use `build_policy(config, normalizer)`; `.config` is the PolicyConfig it was built from and
     `.normalizer` the action/proprio normalizer the data was normalized with.
     """
 
     def __init__(
         self,
-        cfg: AtlasConfig,
-        vggt: VGGT,
-        language_encoder: LanguageEncoder,
+        config: PolicyConfig,
+        vggt: VGGT | DetachedVGGT,
+        language_encoder: LanguageEncoder | DetachedLanguageEncoder,
         normalizer: Normalizer | None = None,
     ) -> None:
         super().__init__()
-        m, d = cfg.model, cfg.data
-        self.config = cfg
+        c = config
+        self.config = config
         self.normalizer = normalizer
         self.vggt = vggt
         self.language_encoder = language_encoder
         self.geometry = GeometryEncoder(
-            m.geometry,
+            c.geometry,
             vggt_dim=2 * vggt.config.embed_dim,
-            num_layers=len(m.vggt.layers),
-            dim=m.fusion.dim,
-            num_cameras=len(d.cameras),
-            history=d.history,
+            num_layers=len(c.vggt.layers),
+            dim=c.fusion.dim,
+            num_cameras=len(c.cameras),
+            history=c.history,
             num_special=vggt.config.patch_start_idx,
         )
         self.fusion = FusionTransformer(
-            m.fusion, language_encoder.hidden_size, m.action_head.chunk_size
+            c.fusion, language_encoder.hidden_size, c.action_head.chunk_size
         )
-        self.action_head = ActionHead(m.action_head, m.fusion.dim)
-        self.loss_fn = VLALoss(cfg.training.loss)
-        self._history: deque[Tensor] = deque(maxlen=d.history)  # predict_action frames
+        self.action_head = ActionHead(c.action_head, c.fusion.dim)
+        self.loss_fn = VLALoss(c.loss)
+        self._history: deque[Tensor] = deque(maxlen=c.history)  # predict_action frames
         self._apply_freezing()
 
     # -- freezing -------------------------------------------------------------------------
 
     def frozen_modules(self) -> list[str]:
         """Names (of POLICY_MODULES) frozen by the config."""
-        m = self.config.model
-        flags = {"vggt": m.vggt.freeze, "language_encoder": m.language_encoder.freeze}
+        c = self.config
+        flags = {"vggt": c.vggt.freeze, "language_encoder": c.language_encoder.freeze}
         return [name for name, frozen in flags.items() if frozen]
 
     def _apply_freezing(self) -> None:
         for name in self.frozen_modules():
             parameters.set_frozen(getattr(self, name))
-        if isinstance(self.vggt, DetachedBackbone):
+        if isinstance(self.vggt, DetachedVGGT):
             return  # no backbone parameters here at all
-        needed, heads = vggt_parts(
-            self.vggt, self.config.model.vggt.layers, self.config.model.geometry
-        )
+        needed, heads = vggt_parts(self.vggt, self.config.vggt.layers, self.config.geometry)
         unused = [f"{h}." for h in ("camera_head", "depth_head", "point_head") if h not in heads]
         unused += [
             f"aggregator.{kind}.{i}."
@@ -110,7 +108,7 @@ class AtlasVLAPolicy(nn.Module):
             for i in range(max(needed) + 1, self.vggt.aggregator.depth)
         ]
         n = parameters.freeze_prefixes(self.vggt, unused)
-        if n and not self.config.model.vggt.freeze:
+        if n and not self.config.vggt.freeze:
             log.info("VGGT: %d parameters the geometry never reads are frozen", n)
         # BERT-style models compute a pooler output we never read (we pool ourselves).
         pooler = getattr(self.language_encoder.model, "pooler", None)
@@ -150,7 +148,7 @@ class AtlasVLAPolicy(nn.Module):
         return self.loss_fn(raw, batch["actions"].to(raw.device, non_blocking=True), mask)
 
     def _prediction(self, raw: Tensor) -> Tensor:
-        gripper = gripper_prediction(raw[..., 6:], self.config.training.loss.gripper_loss)
+        gripper = gripper_prediction(raw[..., 6:], self.config.loss.gripper_loss)
         return torch.cat([raw[..., :6], gripper], dim=-1)
 
     def backbone_features(self, images: Tensor) -> dict[str, Tensor]:
@@ -161,27 +159,29 @@ class AtlasVLAPolicy(nn.Module):
         function of the images: a feature cache stores it and puts it in the batch under
         "vggt_<key>", and the policy then skips VGGT.
         """
-        m = self.config.model
+        c = self.config
+        if isinstance(self.vggt, DetachedVGGT):
+            self.vggt()  # raises: the batch should have carried these features
         # uint8 crosses to the device (4x fewer bytes than float), then becomes [0, 1] there.
         images = images.to(self.device, non_blocking=True).float() / 255.0
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not m.vggt.freeze):
-            feats = extract_vggt_features(self.vggt, images, m.vggt.layers, m.geometry)
-            return backbone_inputs(feats, m.geometry)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not c.vggt.freeze):
+            feats = extract_vggt_features(self.vggt, images, c.vggt.layers, c.geometry)
+            return backbone_inputs(feats, c.geometry)
 
     def _raw_actions(self, batch: dict[str, Any]) -> Tensor:
         """Head outputs [B, Hc, 7] (the gripper channel is a logit under the BCE loss)."""
-        device, m = self.device, self.config.model
+        device, c = self.device, self.config
         cached = {
             k[5:]: v.to(device, non_blocking=True)
             for k, v in batch.items()
             if k.startswith("vggt_")
         }
-        if cached and not m.vggt.freeze:
+        if cached and not c.vggt.freeze:
             raise ValueError("cached VGGT features (vggt_* batch keys) need model.vggt.freeze")
         geometry = self.geometry(cached or self.backbone_features(batch["images"]))
         language = self._language(batch, device)
         queries = self.fusion(geometry, language)
-        proprio = batch.get("proprio") if m.action_head.use_proprio else None
+        proprio = batch.get("proprio") if c.action_head.use_proprio else None
         proprio = None if proprio is None else proprio.to(device, non_blocking=True)
         return self.action_head(queries, proprio)
 
@@ -224,21 +224,23 @@ class AtlasVLAPolicy(nn.Module):
         `new_history()`) replaces the policy's own frame history for this call.
         """
         if self.normalizer is None:
-            raise RuntimeError("predict_action needs a normalizer: build_policy(cfg, normalizer)")
-        d = self.config.data
+            raise RuntimeError(
+                "predict_action needs a normalizer: build_policy(config, normalizer)"
+            )
+        c = self.config
         frames = [
-            preprocess_frames(np.asarray(observation["images"][cam]), d.image_size, d.orientation)
-            for cam in d.cameras
+            preprocess_frames(np.asarray(observation["images"][cam]), c.image_size, c.orientation)
+            for cam in c.cameras
         ]
         current = torch.cat(frames)  # [cams, 3, H, W], the current step
         # The data.blank_images ablation sees black frames here as in training.
         history = self._history if history is None else history
         history.append(torch.zeros_like(current) if d.blank_images else current)
         steps = list(history)[::-1]  # h = 0 is the current step
-        steps += [steps[-1]] * (d.history - len(steps))
+        steps += [steps[-1]] * (c.history - len(steps))
         images = torch.cat(steps).unsqueeze(0)  # [1, history * cams, 3, H, W]
         batch: dict[str, Any] = {"images": images, "instruction": [observation["instruction"]]}
-        if self.config.model.action_head.use_proprio:
+        if c.action_head.use_proprio:
             state = torch.as_tensor(np.asarray(observation["state"], dtype=np.float32))
             batch["proprio"] = self.normalizer.normalize_proprio(state).unsqueeze(0)
         was_training = self.training
@@ -253,17 +255,20 @@ class AtlasVLAPolicy(nn.Module):
 
     def cache_instructions(self, instructions: Sequence[str], release: bool = False) -> None:
         """Encode every instruction once (frozen encoder); `release` then frees the LM."""
-        if not self.config.model.language_encoder.freeze:
+        if not self.config.language_encoder.freeze:
             return  # a trainable encoder runs every step: nothing to cache
-        if isinstance(self.language_encoder, DetachedBackbone):
+        if isinstance(self.language_encoder, DetachedLanguageEncoder):
             return  # features come from the feature cache
         self.language_encoder.precompute(list(instructions))
         if release:
             self.language_encoder.release_model()
 
-    def param_groups(self, training_cfg: TrainingConfig, lr_scale: float) -> list[dict[str, Any]]:
-        """AdamW groups per trainable module (see atlas.models.parameters)."""
-        return parameters.param_groups(self, training_cfg, lr_scale)
+    def param_groups(
+        self, module_lrs: dict[str, float], weight_decay: float
+    ) -> list[dict[str, Any]]:
+        """AdamW groups per trainable module, each at its peak LR `module_lrs[name]` (see
+        atlas.models.parameters)."""
+        return parameters.param_groups(self, module_lrs, weight_decay)
 
     def parameter_counts(self) -> dict[str, dict[str, int]]:
         """{module: {"total", "trainable"}} for POLICY_MODULES."""
@@ -280,46 +285,47 @@ class AtlasVLAPolicy(nn.Module):
         Frozen backbones reloadable from their configured paths are left out unless
         include_frozen_backbones=True; state_dict replaces self.state_dict() (FSDP export).
         """
-        from atlas.models.pretrained import save_pretrained
-
-        save_pretrained(self, path, include_frozen_backbones, state_dict)
+        pretrained.save_pretrained(self, path, include_frozen_backbones, state_dict)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> AtlasVLAPolicy:
         """Rebuild a policy exported by save_pretrained (weights loaded strictly)."""
-        from atlas.models.pretrained import load_pretrained
+        export = pretrained.read_export(path)
+        # A VGGT inside the file is built on the meta device and takes the file's tensors as they
+        # are; one left out is rebuilt from its checkpoint (or its seeded random init).
+        policy = build_policy(
+            export.config, export.normalizer, load_weights="vggt." in export.excluded
+        )
+        pretrained.load_export_weights(policy, export)
+        return policy
 
-        return load_pretrained(path)
 
+def build_vggt_backbone(config: PolicyConfig, load_weights: bool = True) -> VGGT:
+    """VGGT from `config.vggt`: the checkpoint's weights, or random init when none is set.
 
-def build_vggt_backbone(cfg: AtlasConfig, meta: bool = False, load_weights: bool = True) -> VGGT:
-    """VGGT from `model.vggt`: the checkpoint's weights, or random init when none is set.
-
-    meta=True, or load_weights=False, builds it on the meta device (no memory): the caller then
-    loads a state dict with assign (load_vggt_state_dict), or only counts parameters.
+    load_weights=False builds it on the meta device (no memory): the caller then loads a state
+    dict with assign (load_vggt_state_dict), or only counts parameters.
     """
-    v = cfg.model.vggt
-    config = get_vggt_preset(v.preset, activation_checkpointing=v.activation_checkpointing)
-    if meta or not load_weights:
-        return build_vggt(config, device="meta")
+    v = config.vggt
+    arch = get_vggt_preset(v.preset, activation_checkpointing=v.activation_checkpointing)
+    if not load_weights:
+        return build_vggt(arch, device="meta")
     if v.checkpoint:
-        model = build_vggt(config, device="meta")  # the checkpoint's tensors become the weights
+        model = build_vggt(arch, device="meta")  # the checkpoint's tensors become the weights
         load_vggt_weights(model, v.checkpoint)
         log.info("VGGT %s loaded from %s", v.preset, v.checkpoint)
         return model
     if v.freeze:
-        log.warning(
-            "VGGT %s is frozen with random weights (model.vggt.checkpoint is not set)", v.preset
-        )
-    # A random init is a function of training.seed alone, not of whatever used the generator
-    # before: the feature cache keys it by the seed, and an export that leaves it out rebuilds it.
+        log.warning("VGGT %s is frozen with random weights (vggt.checkpoint is not set)", v.preset)
+    # A random init is a function of init_seed alone, not of whatever used the generator before:
+    # the feature cache keys it by the seed, and an export that leaves it out rebuilds it.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.training.seed)
-        return build_vggt(config)
+        torch.manual_seed(config.init_seed)
+        return build_vggt(arch)
 
 
 def build_policy(
-    cfg: AtlasConfig,
+    config: PolicyConfig,
     normalizer: Normalizer | None = None,
     meta: bool = False,
     load_weights: bool = True,
@@ -329,24 +335,28 @@ def build_policy(
 
     meta=True allocates nothing (parameter counts of the full-size model). load_weights=False
     leaves VGGT on the meta device for the caller to load (from_pretrained does, from its file).
-    backbones=False puts parameter-free `DetachedBackbone`s where VGGT and the language model
-    would be: for training from the feature cache, whose batches carry their outputs.
+    backbones=False puts parameter-free stand-ins (atlas.models.detached) where VGGT and the
+    language model would be: for training from the feature cache, whose batches carry their
+    outputs.
     """
     if not backbones:  # training from the feature cache: VGGT and the LM are never loaded
-        vggt_config = get_vggt_preset(cfg.model.vggt.preset)
-        hidden = language_hidden_size(cfg.model.language_encoder)
         return AtlasVLAPolicy(
-            cfg,
-            DetachedBackbone("vggt", config=vggt_config),  # type: ignore[arg-type]
-            DetachedBackbone("language_encoder", hidden_size=hidden),  # type: ignore[arg-type]
+            config,
+            DetachedVGGT(get_vggt_preset(config.vggt.preset)),
+            DetachedLanguageEncoder(language_hidden_size(config.language_encoder)),
             normalizer,
         )
-    vggt = build_vggt_backbone(cfg, meta=meta, load_weights=load_weights)
-    language = LanguageEncoder(cfg.model.language_encoder, meta=meta)
+    vggt = build_vggt_backbone(config, load_weights=load_weights and not meta)
+    language = LanguageEncoder(config.language_encoder, meta=meta)
     if meta:
         with torch.device("meta"):
-            return AtlasVLAPolicy(cfg, vggt, language, normalizer)
-    return AtlasVLAPolicy(cfg, vggt, language, normalizer)
+            return AtlasVLAPolicy(config, vggt, language, normalizer)
+    return AtlasVLAPolicy(config, vggt, language, normalizer)
 
 
-__all__ = ["POLICY_MODULES", "AtlasVLAPolicy", "build_policy", "build_vggt_backbone"]
+__all__ = [
+    "AtlasVLAPolicy",
+    "PolicyConfig",
+    "build_policy",
+    "build_vggt_backbone",
+]

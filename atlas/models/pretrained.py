@@ -3,14 +3,14 @@
 On disk:
 
     <dir>/
-      config.json          the resolved AtlasConfig (to_dict), enough to rebuild the model
+      config.json          the PolicyConfig (atlas.models.config): what the policy is built from
       model.safetensors    the policy state dict; metadata "excluded_prefixes" lists the module
                            prefixes deliberately left out (see below)
       normalization.json   Normalizer.to_dict() (absent when the policy has none)
 
 What is saved. Trainable weights, buffers, and the frozen backbones that cannot be rebuilt
 from a file (a random-init VGGT: the debug preset). Frozen backbones that can be rebuilt are left
-out by default (include_frozen_backbones=None): VGGT when `model.vggt.checkpoint` is set, and the
+out by default (include_frozen_backbones=None): VGGT when `vggt.checkpoint` is set, and the
 frozen language encoder (its folder is needed anyway for the tokenizer and config.json). That
 keeps an export of the full model at the size of its trainable part (tens of MB instead of
 4.8 GB of VGGT-1B plus 13.5 GB of LLaMA-2-7B), which matters because the trainer exports `best/`
@@ -19,16 +19,19 @@ needs the VGGT checkpoint file); a language model dropped by `release_model()` i
 case. The metadata also holds a fingerprint (`atlas.checkpoint.fingerprint`, the scheme
 checkpoints use too) of every left-out backbone.
 
-Loading builds the model from config.json (left-out backbones reloaded from their configured
-paths, and checked against their fingerprint, so a changed checkpoint file is an error rather than
-silently different actions), then loads model.safetensors strictly: every other key must be present
-and nothing may be extra.
+Loading (`AtlasVLAPolicy.from_pretrained`: `read_export`, build, `load_export_weights`) builds the
+model from config.json (left-out backbones reloaded from their configured paths, and checked
+against their fingerprint, so a changed checkpoint file is an error rather than silently
+different actions), then loads model.safetensors strictly: every other key must be present and
+nothing may be extra. A config.json written before the PolicyConfig existed holds the whole run
+config; it is read as the policy part of that config (atlas.models.config.read_policy_config).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +41,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from atlas.checkpoint.fingerprint import fingerprint, same_weights
-from atlas.config.loader import config_from_resolved, to_dict
-from atlas.models.detached import DetachedBackbone
+from atlas.config.loader import to_dict
+from atlas.data.normalization import Normalizer
+from atlas.models.config import PolicyConfig, read_policy_config
+from atlas.models.detached import DetachedVGGT
 from atlas.models.vggt import load_vggt_state_dict
 
 if TYPE_CHECKING:
@@ -55,14 +60,12 @@ _SHOWN = 10
 
 def excluded_prefixes(policy: AtlasVLAPolicy, include_frozen_backbones: bool | None) -> list[str]:
     """State-dict prefixes not written to model.safetensors (see module doc)."""
-    m = policy.config.model
+    c = policy.config
     leave_out = include_frozen_backbones is not True
     out = []
-    if isinstance(policy.vggt, DetachedBackbone) or (
-        leave_out and m.vggt.freeze and m.vggt.checkpoint
-    ):
+    if isinstance(policy.vggt, DetachedVGGT) or (leave_out and c.vggt.freeze and c.vggt.checkpoint):
         out.append("vggt.")  # reloaded from its checkpoint, or its seeded random init rebuilt
-    if policy.language_encoder.released or (leave_out and m.language_encoder.freeze):
+    if policy.language_encoder.released or (leave_out and c.language_encoder.freeze):
         out.append("language_encoder.")
     return out
 
@@ -110,16 +113,25 @@ def save_pretrained(
     log.info("saved policy to %s (%d tensors; left out: %s)", path, len(state), excluded or "none")
 
 
-def load_pretrained(path: str | Path) -> AtlasVLAPolicy:
-    """Rebuild the policy saved in `path` and load its weights strictly (see module doc)."""
-    from atlas.data.normalization import Normalizer
-    from atlas.models.policy import build_policy
+@dataclass
+class Export:
+    """What `read_export` finds in an export folder, before any model is built."""
 
+    path: Path
+    config: PolicyConfig
+    normalizer: Normalizer | None
+    state: dict[str, Tensor]  # model.safetensors
+    excluded: tuple[str, ...]  # state-dict prefixes deliberately left out
+    fingerprints: dict[str, dict[str, float]]  # of the left-out backbones
+
+
+def read_export(path: str | Path) -> Export:
+    """Read config.json, normalization.json and model.safetensors of an export (module doc)."""
     path = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: no {name} (not a save_pretrained export)")
-    cfg = config_from_resolved(
+    config = read_policy_config(
         json.loads((path / CONFIG_FILE).read_text()), str(path / CONFIG_FILE)
     )
     normalizer = None
@@ -127,30 +139,36 @@ def load_pretrained(path: str | Path) -> AtlasVLAPolicy:
         normalizer = Normalizer.from_dict(json.loads((path / NORMALIZATION_FILE).read_text()))
     with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
         metadata = f.metadata() or {}
-    excluded = tuple(json.loads(metadata.get("excluded_prefixes", "[]")))
-    # An excluded VGGT is reloaded from its checkpoint; otherwise it is built on the meta device
-    # and takes the file's tensors as they are (no random init, no second copy).
-    vggt_in_file = "vggt." not in excluded
-    policy = build_policy(cfg, normalizer, load_weights=not vggt_in_file)
-    state = load_file(str(path / WEIGHTS_FILE))
+    return Export(
+        path=path,
+        config=config,
+        normalizer=normalizer,
+        state=load_file(str(path / WEIGHTS_FILE)),
+        excluded=tuple(json.loads(metadata.get("excluded_prefixes", "[]"))),
+        fingerprints=json.loads(metadata.get("fingerprints", "{}")),
+    )
+
+
+def load_export_weights(policy: AtlasVLAPolicy, export: Export) -> None:
+    """Load the export's weights into the policy built from its config, strictly (module doc)."""
+    weights = export.path / WEIGHTS_FILE
+    state = dict(export.state)
     expected = policy.state_dict()
-    missing = [k for k in expected if k not in state and not k.startswith(excluded)]
+    missing = [k for k in expected if k not in state and not k.startswith(export.excluded)]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise RuntimeError(
-            f"{path / WEIGHTS_FILE} does not match the model built from {CONFIG_FILE}: "
+            f"{weights} does not match the model built from {CONFIG_FILE}: "
             f"missing {missing[:_SHOWN]} ({len(missing)}), unexpected {unexpected[:_SHOWN]} "
             f"({len(unexpected)})"
         )
-    if vggt_in_file:
+    if "vggt." not in export.excluded:
         vggt_state = {k[5:]: state.pop(k) for k in list(state) if k.startswith("vggt.")}
-        load_vggt_state_dict(policy.vggt, vggt_state, source=str(path / WEIGHTS_FILE))
+        load_vggt_state_dict(policy.vggt, vggt_state, source=str(weights))
     policy.load_state_dict(state, strict=False)  # strictness checked above, modulo `excluded`
-    _check_fingerprints(path, json.loads(metadata.get("fingerprints", "{}")), policy.state_dict())
-    log.info(
-        "loaded policy from %s (reloaded from their paths: %s)", path, list(excluded) or "none"
-    )
-    return policy
+    _check_fingerprints(export.path, export.fingerprints, policy.state_dict())
+    reloaded = list(export.excluded) or "none"
+    log.info("loaded policy from %s (reloaded from their paths: %s)", export.path, reloaded)
 
 
 def _check_fingerprints(

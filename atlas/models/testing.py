@@ -1,6 +1,6 @@
 """Fake batches and tiny configs for tests and benchmarks (no data, no downloads).
 
-`make_fake_batch(cfg, B)` follows the batch contract of docs/ARCHITECTURE.md exactly, so a policy
+`make_fake_batch(config, B)` follows the batch contract of docs/ARCHITECTURE.md exactly, so a policy
 that trains on it trains on the real DataLoader.
 """
 
@@ -13,6 +13,7 @@ import torch
 
 from atlas.config.loader import from_dict
 from atlas.config.schema import AtlasConfig
+from atlas.models.config import PolicyConfig, policy_config
 
 # The CPU-sized VGGT of atlas.models.vggt.VGGT_PRESETS (width 64, 4 layers, 2 DINO blocks).
 TEST_VGGT_PRESET = "tiny"
@@ -24,14 +25,14 @@ FAKE_INSTRUCTIONS = (
 )
 
 
-def make_fake_batch(cfg: AtlasConfig, batch_size: int, seed: int = 0) -> dict[str, Any]:
-    """A random Batch for `cfg`: images uint8 [B, S, 3, H, W] (S = cameras x history),
-    instruction list[str], actions [B, Hc, 7] (gripper +-1), action_mask [B, Hc] (the last
-    sample's chunk runs past its episode end), proprio [B, 8], task/episode/timestep int64 [B].
+def make_fake_batch(config: PolicyConfig, batch_size: int, seed: int = 0) -> dict[str, Any]:
+    """A random batch for a policy built from `config`: images uint8 [B, S, 3, H, W] (S =
+    cameras x history), instruction list[str], actions [B, Hc, 7] (gripper +-1), action_mask
+    [B, Hc] (the last sample's chunk runs past its episode end), proprio [B, 8],
+    task/episode/timestep int64 [B].
     """
     g = torch.Generator().manual_seed(seed)
-    d, hc = cfg.data, cfg.model.action_head.chunk_size
-    S, size = len(d.cameras) * d.history, d.image_size
+    hc, S, size = config.action_head.chunk_size, config.num_frames, config.image_size
     actions = torch.randn(batch_size, hc, 7, generator=g).clamp(-1, 1)
     actions[..., 6] = torch.randint(0, 2, (batch_size, hc), generator=g).float() * 2 - 1
     mask = torch.ones(batch_size, hc, dtype=torch.bool)
@@ -97,6 +98,13 @@ def export_tiny_policy(
     stats = {"action": group(7), "proprio": group(8), "num_samples": 10}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        policy = build_policy(cfg, Normalizer(stats, "q99"))
+        policy = build_policy(policy_config(cfg), Normalizer(stats, "q99"))
     policy.save_pretrained(path)
     return Path(path)
+
+
+def tiny_policy_config(
+    language: str = "minilm", data: dict[str, Any] | None = None, **model_overrides: Any
+) -> PolicyConfig:
+    """The policy part of `tiny_config` (same arguments)."""
+    return policy_config(tiny_config(language, data, **model_overrides))

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from atlas.cache import open_cached_datasets
 from atlas.config.schema import AtlasConfig
 from atlas.data import build_dataloader, build_datasets
+from atlas.data.normalization import Normalizer
 from atlas.distributed.env import DistInfo, main_process_first
 from atlas.distributed.sampler import ResumableSampler
-from atlas.models.policy import build_policy
+from atlas.models.config import policy_config
+from atlas.models.policy import AtlasVLAPolicy, build_policy
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,10 @@ def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
     return TrainingData(train_set, val_set, normalizer, sampler, train_loader, val_loader)
 
 
-def build_model(cfg: AtlasConfig, normalizer: Any, device: torch.device) -> nn.Module:
+def build_model(cfg: AtlasConfig, normalizer: Normalizer, device: torch.device) -> AtlasVLAPolicy:
     """The policy on `device` (identical on every rank: built right after seeding)."""
     # Training from the feature cache never loads the frozen backbones (batches carry their output).
-    policy = build_policy(cfg, normalizer, backbones=not cfg.data.use_feature_cache)
+    policy = build_policy(policy_config(cfg), normalizer, backbones=not cfg.data.use_feature_cache)
     counts = policy.parameter_counts()
     for name, c in counts.items():
         log.info("Module %-16s %12d params, %12d trainable", name, c["total"], c["trainable"])

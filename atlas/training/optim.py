@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from atlas.config.schema import AtlasConfig
+from atlas.config.schema import POLICY_MODULES, AtlasConfig
+from atlas.models.policy import AtlasVLAPolicy
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,22 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float = 0.
     return peak * (min_ratio + (1.0 - min_ratio) * cosine)
 
 
+def module_lrs(cfg: AtlasConfig, world_size: int) -> dict[str, float]:
+    """Peak LR of each policy module: `training.module_lr` or `learning_rate`, times the
+    world-size rule (`cfg.lr_scale`)."""
+    t, scale = cfg.training, cfg.lr_scale(world_size)
+    return {name: t.module_lr.get(name, t.learning_rate) * scale for name in POLICY_MODULES}
+
+
 def build_optimizer(
-    policy: nn.Module, cfg: AtlasConfig, world_size: int, device: torch.device
+    policy: AtlasVLAPolicy, cfg: AtlasConfig, world_size: int, device: torch.device
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters only, grouped by the policy (`param_groups`).
 
     Each group's `lr` is its peak LR already multiplied by the world-size rule (`cfg.lr_scale`);
     `initial_lr` is set from it by the scheduler. Fused kernels on CUDA, foreach elsewhere.
     """
-    scale = cfg.lr_scale(world_size)
-    groups = policy.param_groups(cfg.training, scale)  # type: ignore[operator]
+    groups = policy.param_groups(module_lrs(cfg, world_size), cfg.training.weight_decay)
     if not groups or not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError(
             "the policy has no trainable parameters: every module is frozen "
@@ -68,7 +74,7 @@ def build_optimizer(
         kwargs["fused"] = True
     else:
         kwargs["foreach"] = True
-    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate * scale, **kwargs)
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate * cfg.lr_scale(world_size), **kwargs)
     for g in optimizer.param_groups:
         n = sum(p.numel() for p in g["params"])
         log.info(

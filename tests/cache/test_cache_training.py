@@ -49,18 +49,20 @@ def datasets(cfg: AtlasConfig) -> tuple[Any, Any, Any]:
 
 def online_policy(cfg: AtlasConfig, normalizer: Any) -> Any:
     """The policy exactly as the trainer builds it (seeded first)."""
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
     from atlas.runtime import seed_everything
 
     seed_everything(cfg.training.seed)
-    return build_policy(cfg, normalizer)
+    return build_policy(policy_config(cfg), normalizer)
 
 
 def cached_policy(cfg: AtlasConfig, normalizer: Any, online: Any) -> Any:
     """A backbone-free policy holding the online policy's trainable weights."""
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
 
-    policy = build_policy(cfg, normalizer, backbones=False)
+    policy = build_policy(policy_config(cfg), normalizer, backbones=False)
     state = {k: v for k, v in online.state_dict().items() if k in policy.state_dict()}
     policy.load_state_dict(state, strict=True)
     return policy
@@ -187,11 +189,12 @@ def test_dataset_file_touched_or_changed_is_a_miss(tmp_path: Path) -> None:
 def test_vggt_checkpoint_identity_is_in_the_key(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_vggt_backbone
 
     ckpt = tmp_path / "vggt.safetensors"
     cfg = make_cfg(tmp_path, f"model.vggt.checkpoint={ckpt}")
-    save_file(build_vggt_backbone(make_cfg(tmp_path)).state_dict(), ckpt)
+    save_file(build_vggt_backbone(policy_config(make_cfg(tmp_path))).state_dict(), ckpt)
     first = _key(cfg)
     assert first["backbone"]["vggt"]["weights"]["checkpoint"]["size"] == ckpt.stat().st_size
     st = ckpt.stat()

@@ -19,6 +19,7 @@ from atlas.checkpoint.manager import CheckpointManager
 from atlas.checkpoint.state import TrainProgress
 from atlas.distributed.env import init_distributed, teardown_distributed
 from atlas.distributed.strategy import build_strategy
+from atlas.models.config import policy_config
 from atlas.models.policy import build_policy
 from atlas.models.testing import tiny_config
 
@@ -29,7 +30,7 @@ def export(out: Path, name: str) -> None:
     cfg.training.strategy = name  # type: ignore[assignment]
     cfg.checkpoint.save_dir = str(out / name)
     torch.manual_seed(0)
-    policy = build_policy(cfg)
+    policy = build_policy(policy_config(cfg))
     strategy = build_strategy(cfg, info, "fp32")
     model = strategy.wrap(policy)
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from atlas.config.schema import POLICY_MODULES
 from atlas.data.normalization import Normalizer
 from atlas.models.policy import AtlasVLAPolicy, build_policy
-from atlas.models.testing import TEST_VGGT_PRESET, make_fake_batch, tiny_config
+from atlas.models.testing import TEST_VGGT_PRESET, make_fake_batch, tiny_policy_config
 from atlas.models.vggt import build_vggt
 
 FROZEN = ("vggt", "language_encoder")
@@ -27,9 +27,13 @@ def _normalizer() -> Normalizer:
     return Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
 
 
+def _lrs(lr: float) -> dict[str, float]:
+    return dict.fromkeys(POLICY_MODULES, lr)
+
+
 def _policy(**kw) -> AtlasVLAPolicy:
     torch.manual_seed(0)
-    return build_policy(tiny_config(**kw), _normalizer())
+    return build_policy(tiny_policy_config(**kw), _normalizer())
 
 
 @pytest.mark.parametrize(
@@ -60,7 +64,7 @@ def test_cached_backbone_features_skip_vggt() -> None:
 def test_one_step_updates_only_trainable_parameters() -> None:
     policy = _policy(action_head={"chunk_size": 4, "use_proprio": True}).train()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
-    opt = torch.optim.AdamW(policy.param_groups(policy.config.training, 1.0), lr=1e-3)
+    opt = torch.optim.AdamW(policy.param_groups(_lrs(1e-3), 0.01), lr=1e-3)
     loss, _ = policy(make_fake_batch(policy.config, 4))
     loss.backward()
     for name in FROZEN:
@@ -79,12 +83,13 @@ def test_one_step_updates_only_trainable_parameters() -> None:
 
 def test_param_groups_follow_module_lr_and_skip_frozen() -> None:
     policy = _policy()
-    cfg = policy.config.training
-    cfg.module_lr = {"fusion": 5e-4}
-    groups = policy.param_groups(cfg, lr_scale=2.0)
+    groups = policy.param_groups({**_lrs(2e-4), "fusion": 1e-3}, weight_decay=0.01)
     assert {g["name"] for g in groups} == {"geometry", "fusion", "action_head"}
     assert {g["lr"] for g in groups if g["name"] == "fusion"} == {1e-3}
-    assert {g["lr"] for g in groups if g["name"] != "fusion"} == {2 * cfg.learning_rate}
+    assert {g["lr"] for g in groups if g["name"] != "fusion"} == {2e-4}
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01}
+    with pytest.raises(ValueError, match="no learning rate for"):
+        policy.param_groups({"fusion": 1e-3}, weight_decay=0.01)
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
     assert id(policy.fusion.queries) in no_decay and id(policy.geometry.slot_embed) in no_decay
     assert id(policy.fusion.layers[0].norm_self.weight) in no_decay
@@ -104,9 +109,8 @@ def test_unfrozen_backbones_train_without_unused_parameters(tiny_llama: Path) ->
         vggt={"freeze": False, "layers": [1]},
         language_encoder={"freeze": False, "pooling": "last_token"},
     ).train()
-    cfg = policy.config.training
-    cfg.learning_rate, cfg.module_lr = 1e-4, {"language_encoder": 1e-5}
-    lrs = {g["name"]: g["lr"] for g in policy.param_groups(cfg, 1.0)}
+    module_lrs = {**_lrs(1e-4), "language_encoder": 1e-5}
+    lrs = {g["name"]: g["lr"] for g in policy.param_groups(module_lrs, 0.01)}
     assert lrs == {"vggt": 1e-4, "language_encoder": 1e-5, "geometry": 1e-4, "fusion": 1e-4,
                    "action_head": 1e-4}  # fmt: skip
     assert policy.vggt.training and policy.language_encoder.training
@@ -171,7 +175,7 @@ def test_load_is_strict(tmp_path: Path) -> None:
 
 def test_tiny_llama_language_path(tiny_llama: Path) -> None:
     policy = _policy(language=str(tiny_llama))
-    policy.config.model.language_encoder.pooling = "last_token"
+    policy.config.language_encoder.pooling = "last_token"
     batch = make_fake_batch(policy.config, 4)
     loss, _ = policy(batch)
     assert loss.isfinite()

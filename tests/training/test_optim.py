@@ -68,8 +68,7 @@ class TwoModules(nn.Module):
         self.action_head = nn.Linear(4, 2)
         self.frozen = nn.Linear(4, 4).requires_grad_(False)
 
-    def param_groups(self, t, scale: float) -> list[dict]:
-        lr = {n: t.module_lr.get(n, t.learning_rate) * scale for n in ("fusion", "action_head")}
+    def param_groups(self, lr: dict[str, float], weight_decay: float) -> list[dict]:
         return [
             {"name": "fusion", "params": [self.fusion.weight], "lr": lr["fusion"]},
             {"name": "fusion", "params": [self.fusion.bias], "lr": lr["fusion"], "weight_decay": 0},

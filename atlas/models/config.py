@@ -1,0 +1,80 @@
+"""PolicyConfig: everything `AtlasVLAPolicy` is built from, and nothing of the run that trains it.
+
+The model sections are those of `model:` in the run config (`atlas.config.schema.ModelConfig`),
+and the few facts about the data the policy is built for come from `data:` (which cameras, how
+many frames of history, the image side, the orientation transform). An export's config.json is
+this config (`to_dict`) next to normalization.json, so a policy can be rebuilt and run without
+the run config, its data paths or its optimizer settings.
+
+`policy_config(cfg)` takes it from a run config. `read_policy_config(data, source)` reads a
+config.json, including those written before this config existed (they held the whole run
+config: `{"model": ..., "data": ..., "training": ...}`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from atlas.config.loader import config_from_resolved, from_dict
+from atlas.config.schema import (
+    ActionHeadConfig,
+    AtlasConfig,
+    FusionConfig,
+    GeometryConfig,
+    LanguageEncoderConfig,
+    LossConfig,
+    Orientation,
+    VGGTBackboneConfig,
+)
+
+
+@dataclass
+class PolicyConfig:
+    vggt: VGGTBackboneConfig = field(default_factory=VGGTBackboneConfig)
+    language_encoder: LanguageEncoderConfig = field(default_factory=LanguageEncoderConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)  # also decides how the gripper is read
+    # Cameras in input order (frame 0 of every sample is the first camera's current frame).
+    cameras: list[str] = field(default_factory=lambda: ["agentview_rgb", "eye_in_hand_rgb"])
+    history: int = 1  # frames per camera
+    image_size: int = 224  # square side fed to VGGT
+    orientation: Orientation = "vflip"  # what predict_action does to raw frames (docs/LIBERO.md §3)
+    # Seeds the random initialization of a VGGT without a checkpoint, and nothing else: an export
+    # that leaves such a backbone out rebuilds it from this.
+    init_seed: int = 42
+
+    @property
+    def num_frames(self) -> int:
+        """S: frames per sample, cameras x history."""
+        return len(self.cameras) * self.history
+
+
+def policy_config(cfg: AtlasConfig) -> PolicyConfig:
+    """The policy part of a run config."""
+    m, d = cfg.model, cfg.data
+    return PolicyConfig(
+        vggt=m.vggt,
+        language_encoder=m.language_encoder,
+        geometry=m.geometry,
+        fusion=m.fusion,
+        action_head=m.action_head,
+        loss=m.loss,
+        cameras=list(d.cameras),
+        history=d.history,
+        image_size=d.image_size,
+        orientation=d.orientation,
+        init_seed=cfg.training.seed,
+    )
+
+
+def read_policy_config(data: dict[str, Any], source: str) -> PolicyConfig:
+    """A PolicyConfig from a config.json: this config's fields, or an earlier whole run config."""
+    if "model" in data and "data" in data:  # an export written with the whole AtlasConfig
+        return policy_config(config_from_resolved(data, source))
+    return from_dict(PolicyConfig, data, source)
+
+
+__all__ = ["PolicyConfig", "policy_config", "read_policy_config"]
