@@ -15,7 +15,9 @@ Two stages, split where the parameters start so a frozen backbone's output can b
    it equals a full LayerNorm on every token.
 2. `GeometryEncoder` (trainable): the LayerNorm affine, a projection to the fusion width, then a
    slot embedding (which token of the frame) and a frame embedding (camera + history step), so the
-   fusion knows where each token comes from. Optional, each switchable in `GeometryConfig`:
+   fusion knows where each token comes from; the frame embedding is a history-step row plus a
+   camera row, both held in one parameter (`frame_embed`, see `GeometryEncoder`). Optional,
+   each switchable in `GeometryConfig`:
    a PointNet over world points (from depth unprojected with the predicted camera, or from the
    point head), max-pooled into the same k x k cells and added to the patch tokens; and a
    camera-pose token per frame embedding VGGT's 9-value pose encoding.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -180,10 +183,15 @@ class GeometryEncoder(nn.Module):
             else None
         )
         self.slot_embed = nn.Parameter(torch.zeros(self.tokens_per_frame, dim))
-        self.camera_embed = nn.Parameter(torch.zeros(num_cameras, dim))
-        self.history_embed = nn.Parameter(torch.zeros(history, dim))
-        for p in (self.slot_embed, self.camera_embed, self.history_embed):
-            nn.init.trunc_normal_(p, std=0.02)
+        # Rows [history steps | cameras]; a frame's embedding is its step's row plus its camera's.
+        # One parameter, not two: two parameters fed by the broadcast sum of their views would
+        # both adopt views of ONE gradient tensor as .grad (autograd's AccumulateGrad steals the
+        # incoming buffer), and every later in-place update (accumulation, clipping, unscaling)
+        # would then hit both. Initialized as the two were: slot, cameras, history steps.
+        self.frame_embed = nn.Parameter(torch.zeros(history + num_cameras, dim))
+        nn.init.trunc_normal_(self.slot_embed, std=0.02)
+        nn.init.trunc_normal_(self.frame_embed[history:], std=0.02)
+        nn.init.trunc_normal_(self.frame_embed[:history], std=0.02)
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """inputs from `backbone_inputs` -> [B, S * T, dim]; frame s = h * num_cameras + c."""
@@ -206,5 +214,34 @@ class GeometryEncoder(nn.Module):
                 f"got {num_frames} frames; expected cameras x history = "
                 f"{self.num_cameras} x {self.history}"
             )
-        emb = self.history_embed[:, None] + self.camera_embed[None, :]  # [history, cams, dim]
+        steps, cameras = self.frame_embed.split([self.history, self.num_cameras])
+        emb = steps[:, None] + cameras[None, :]  # [history, cams, dim]
         return emb.reshape(num_frames, 1, -1)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        upgrade_state_dict(state_dict, prefix)  # earlier checkpoints' names (below)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def upgrade_state_dict(state: dict[str, Tensor], prefix: str = "") -> None:
+    """Rename, in place, the parameters of earlier versions under `prefix` (e.g. "geometry.").
+
+    Earlier policies held the frame embedding as `history_embed` [history, dim] and
+    `camera_embed` [cams, dim]; they become the rows of `frame_embed`, which computes exactly
+    the same embedding. Every `load_state_dict` of a GeometryEncoder goes through this, and
+    the export loader calls it before checking the keys.
+    """
+    history, cameras = f"{prefix}history_embed", f"{prefix}camera_embed"
+    if history in state and cameras in state:
+        state[f"{prefix}frame_embed"] = torch.cat([state.pop(history), state.pop(cameras)])

@@ -45,6 +45,7 @@ from atlas.config.loader import to_dict
 from atlas.data.normalization import Normalizer
 from atlas.models.config import PolicyConfig, read_policy_config
 from atlas.models.detached import DetachedVGGT
+from atlas.models.geometry import upgrade_state_dict
 from atlas.models.vggt import load_vggt_state_dict
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def load_export_weights(policy: AtlasVLAPolicy, export: Export) -> None:
     """Load the export's weights into the policy built from its config, strictly (module doc)."""
     weights = export.path / WEIGHTS_FILE
     state = dict(export.state)
+    upgrade_state_dict(state, "geometry.")  # parameter names of earlier versions
     expected = policy.state_dict()
     missing = [k for k in expected if k not in state and not k.startswith(export.excluded)]
     unexpected = [k for k in state if k not in expected]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -113,28 +112,3 @@ def build_scheduler(
 def current_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """LR of every group by its name (`lr/<name>`), for logging."""
     return {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
-
-
-def separate_shared_grads(params: Iterable[torch.Tensor]) -> int:
-    """Give each parameter its own `.grad` storage again; returns how many were copied.
-
-    When `.grad` is None, autograd adopts the incoming gradient tensor as `.grad` without a copy.
-    Two parameters that receive views of ONE tensor (a broadcast sum of two views, like the
-    policy's `history_embed[:, None] + camera_embed[None, :]`) then share storage, and every
-    later in-place update hits both: the next micro-batch's backward adds twice, clipping and
-    unscaling multiply twice. Called after each backward; sharded (DTensor) gradients and
-    gradients owned by an engine (None) are left alone.
-    """
-    seen: set[int] = set()
-    copied = 0
-    for param in params:
-        grad = param.grad
-        if grad is None or type(grad) is not torch.Tensor or grad.numel() == 0:
-            continue
-        address = grad.data_ptr()
-        if address in seen:
-            param.grad = grad.clone()
-            copied += 1
-        else:
-            seen.add(address)
-    return copied

@@ -53,7 +53,6 @@ from atlas.training.optim import (
     build_optimizer,
     build_scheduler,
     current_lrs,
-    separate_shared_grads,
 )
 from atlas.training.preemption import PreemptionHandler
 from atlas.training.preflight import check_inputs
@@ -205,7 +204,6 @@ class Trainer:
                 with self.precision.autocast():
                     loss, metrics = self.model(batch)
                 strategy.backward(self.model, loss / n, self.scaler)
-            separate_shared_grads(self.trainable)  # before anything updates .grad in place
             self.meter.add_micro(metrics)
             step_loss = step_loss + loss.detach()
             samples += batch["actions"].shape[0]

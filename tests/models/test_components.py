@@ -44,6 +44,45 @@ def test_geometry_tokens(vggt: torch.nn.Module, options: dict) -> None:
     assert tokens.shape == (2, 3 * per_frame, 16) and tokens.isfinite().all()
 
 
+@pytest.mark.parametrize(("history", "cameras"), [(1, 1), (2, 3)])
+def test_geometry_gradients_accumulate_exactly(history: int, cameras: int) -> None:
+    """Each parameter owns its .grad, so a second backward adds exactly once.
+
+    The frame embedding is a broadcast sum of a history row and a camera row. Held as two
+    parameters, both adopted views of ONE gradient tensor as .grad (history = cameras = 1), and
+    the second micro-batch's backward then added into it twice.
+    """
+    torch.manual_seed(0)
+    cfg = GeometryConfig(tokens_per_frame=4)
+    enc = GeometryEncoder(cfg, vggt_dim=8, num_layers=1, dim=8, num_cameras=cameras,
+                          history=history)  # fmt: skip
+    inputs = {"tokens": torch.randn(2, history * cameras, 4, 8)}
+    enc(inputs).square().sum().backward()
+    once = {n: p.grad.clone() for n, p in enc.named_parameters()}
+    storages = {p.grad.untyped_storage().data_ptr() for p in enc.parameters()}
+    assert len(storages) == len(once)  # no two parameters share gradient storage
+    enc(inputs).square().sum().backward()
+    for name, p in enc.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * once[name], msg=name)
+
+
+def test_geometry_loads_the_parameter_names_of_earlier_versions() -> None:
+    """history_embed + camera_embed (earlier checkpoints) become the rows of frame_embed."""
+    torch.manual_seed(0)
+    cfg = GeometryConfig(tokens_per_frame=4)
+    enc = GeometryEncoder(cfg, vggt_dim=8, num_layers=1, dim=8, num_cameras=3, history=2)
+    old = enc.state_dict()
+    steps, cams = old.pop("frame_embed").split([2, 3])
+    old.update(history_embed=steps + 1.0, camera_embed=cams - 1.0)
+    fresh = GeometryEncoder(cfg, vggt_dim=8, num_layers=1, dim=8, num_cameras=3, history=2)
+    fresh.load_state_dict(old)  # strict: the old names are mapped, nothing is left over
+    inputs = {"tokens": torch.randn(2, 6, 4, 8)}
+    with torch.no_grad():
+        # +1 on every step row and -1 on every camera row cancel in each frame's sum.
+        torch.testing.assert_close(fresh(inputs), enc(inputs))
+        assert not torch.equal(fresh.frame_embed, enc.frame_embed)
+
+
 def test_fusion_ignores_language_padding() -> None:
     torch.manual_seed(0)
     fusion = FusionTransformer(FusionConfig(dim=16, depth=2, num_heads=4, dropout=0.0), 24, 3)

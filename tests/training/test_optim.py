@@ -15,7 +15,6 @@ from atlas.training.optim import (
     build_scheduler,
     current_lrs,
     lr_at,
-    separate_shared_grads,
 )
 
 CPU = torch.device("cpu")
@@ -162,26 +161,3 @@ def test_precision_auto_is_fp32_on_cpu_and_explicit_modes_hold() -> None:
     assert y.dtype is torch.bfloat16
     with pytest.raises(ValueError, match="unknown mode"):
         resolve_precision("fp8", CPU)
-
-
-# ------------------------------------------------------------------------- shared gradients
-
-
-def test_separate_shared_grads_keeps_accumulation_exact() -> None:
-    # Two parameters fed through views of one broadcast sum: autograd adopts views of ONE
-    # gradient tensor as both .grad, and a second backward then adds into it twice.
-    a = nn.Parameter(torch.zeros(1, 4))
-    b = nn.Parameter(torch.zeros(1, 4))
-    x = torch.randn(3, 4)
-
-    def backward() -> None:
-        emb = (a[:, None] + b[None, :]).reshape(1, -1)
-        ((x + emb) ** 2).sum().backward()
-
-    expected = 2 * (2 * x).sum(0, keepdim=True)  # two backward passes
-    backward()
-    assert separate_shared_grads([a, b]) == 1
-    backward()
-    torch.testing.assert_close(a.grad, expected)
-    torch.testing.assert_close(b.grad, expected)
-    assert separate_shared_grads([a, b]) == 0
