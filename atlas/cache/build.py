@@ -41,6 +41,7 @@ from atlas.cache.store import (
 from atlas.config.schema import AtlasConfig
 from atlas.data import build_datasets
 from atlas.data.build import worker_init
+from atlas.data.dataset import LiberoDataset
 from atlas.data.normalization import Normalizer
 from atlas.distributed.env import DistInfo, barrier, main_process_first
 from atlas.models.config import policy_config
@@ -73,7 +74,9 @@ def num_variants(cfg: AtlasConfig) -> int:
     return aug.num_cached_variants
 
 
-def key_for(cfg: AtlasConfig, splits: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def key_for(
+    cfg: AtlasConfig, splits: dict[str, LiberoDataset], device: torch.device
+) -> dict[str, Any]:
     """The key inputs of `cfg` on `device` (precision and language dtype resolved there)."""
     precision = resolve_precision(cfg.training.mixed_precision, device).name
     lang_dtype = str(resolve_language_dtype(cfg.model.language_encoder)).removeprefix("torch.")
@@ -86,7 +89,7 @@ def key_for(cfg: AtlasConfig, splits: dict[str, Any], device: torch.device) -> d
     )
 
 
-def _splits(train: Any, val: Any | None) -> dict[str, Any]:
+def _splits(train: LiberoDataset, val: LiberoDataset | None) -> dict[str, LiberoDataset]:
     return {"train": train} if val is None or len(val) == 0 else {"train": train, "val": val}
 
 
@@ -94,7 +97,7 @@ def _splits(train: Any, val: Any | None) -> dict[str, Any]:
 
 
 def open_cached_datasets(
-    cfg: AtlasConfig, train: Any, val: Any | None, device: torch.device
+    cfg: AtlasConfig, train: LiberoDataset, val: LiberoDataset | None, device: torch.device
 ) -> tuple[CachedFeatureDataset, CachedFeatureDataset | None]:
     """Wrap the LiberoDatasets with the features of the complete store of their key."""
     num_variants(cfg)  # a clear error for K < 1 before anything else
@@ -199,7 +202,7 @@ def _frozen_policy(
 
 
 @torch.no_grad()
-def _language_table(policy: Any, instructions: Sequence[str]) -> dict[str, np.ndarray]:
+def _language_table(policy: AtlasVLAPolicy, instructions: Sequence[str]) -> dict[str, np.ndarray]:
     """pooled [T, D], tokens [T, Lt, D] (zero padded), mask [T, Lt] of every instruction."""
     feats = policy.language_encoder(list(instructions), policy.device)
     return {
@@ -211,8 +214,8 @@ def _language_table(policy: Any, instructions: Sequence[str]) -> dict[str, np.nd
 
 def _run_jobs(
     writer: StoreWriter,
-    jobs: dict[str, tuple[Any, list[ShardRange], int]],
-    policy: Any,
+    jobs: dict[str, tuple[LiberoDataset, list[ShardRange], int]],
+    policy: AtlasVLAPolicy,
     cfg: AtlasConfig,
     info: DistInfo,
     batch_size: int,
@@ -245,7 +248,11 @@ def _run_jobs(
 
 
 def _batches(
-    dataset: Any, ranges: list[ShardRange], k: int, batch_size: int, cfg: AtlasConfig
+    dataset: LiberoDataset,
+    ranges: list[ShardRange],
+    k: int,
+    batch_size: int,
+    cfg: AtlasConfig,
 ) -> Iterator[tuple[ShardRange, int, int, torch.Tensor, bool]]:
     """(shard, row offset in it, variant, uint8 images [b, S, 3, H, W], last batch of the shard).
 

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from atlas.cache.store import SplitReader
+from atlas.data.dataset import LiberoDataset, SampleDataset
+from atlas.data.normalization import Normalizer
 
 GEOMETRY_PREFIX = "vggt_"  # + a key of AtlasVLAPolicy.backbone_features
 LANGUAGE_PREFIX = "language_"  # + pooled | tokens | mask
@@ -50,7 +51,7 @@ def language_rows(table: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in table.items()}
 
 
-class CachedFeatureDataset(Dataset):
+class CachedFeatureDataset(SampleDataset):
     """Wraps a LiberoDataset split and the matching split of a FeatureStore (same indexing).
 
     `base` supplies everything that is not an image (actions, masks, proprio, ids) through
@@ -60,7 +61,7 @@ class CachedFeatureDataset(Dataset):
 
     def __init__(
         self,
-        base: Any,
+        base: LiberoDataset,
         split: SplitReader,
         instructions: Sequence[str],
         language: Mapping[str, np.ndarray],
@@ -81,7 +82,7 @@ class CachedFeatureDataset(Dataset):
         return self.base.tasks
 
     @property
-    def normalizer(self) -> Any:
+    def normalizer(self) -> Normalizer | None:
         return self.base.normalizer
 
     @property

@@ -5,6 +5,10 @@ every command: `--set section.key=value` (the value is parsed as YAML, so `--set
 training.learning_rate=2e-4` and `--set data.cameras=[agentview_rgb]` both work). Every problem is
 reported with the file, the dotted key, what was expected and, for a misspelt key or choice, the
 closest valid name; the CLI turns a `ConfigError` into exit code 2 before anything is written.
+
+A YAML file may start from another one: `base: other.yaml` (a path relative to the file) loads
+that file first and applies this one's keys on top, mapping by mapping (a list or a value
+replaces the base's). Shipped configs share their full-model block this way.
 """
 
 from __future__ import annotations
@@ -147,7 +151,39 @@ def _parse_yaml(text: str, name: str) -> Any:
         loader.dispose()
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+BASE_KEY = "base"
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping with its `base:` chain resolved (module doc)."""
+    raw = _read_one_yaml(path)
+    if BASE_KEY not in raw:
+        return raw
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: '{BASE_KEY}' must name a YAML file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    chain = (*chain, path.resolve())
+    if base_path in chain:
+        loop = " -> ".join(str(p) for p in (*chain, base_path))
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' makes a loop: {loop}")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' not found (looked for {base_path})")
+    return _merge(_read_yaml(base_path, chain), raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = (
+            _merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
+def _read_one_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (pass --config PATH to an existing YAML)")
     try:

@@ -24,6 +24,7 @@ into one buffer and resized by one uint8 kernel call.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,35 @@ from atlas.data.transforms import (
 Key = int | tuple[int, int]
 
 
-class LiberoDataset(Dataset):
+class SampleDataset(Dataset, ABC):
+    """What the loaders, the trainer and the evaluator read from a dataset of samples.
+
+    `LiberoDataset` (frames read from the files) and `atlas.cache.CachedFeatureDataset` (the
+    frozen backbones' outputs read from the feature cache) are the two kinds.
+    """
+
+    @property
+    @abstractmethod
+    def tasks(self) -> list[str]:
+        """Instructions; a sample's `task_index` indexes this list."""
+
+    @property
+    @abstractmethod
+    def normalizer(self) -> Normalizer | None:
+        """The statistics the samples' actions and proprio are normalized with."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, key: Key) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close open file handles (before workers fork; they reopen lazily)."""
+
+
+class LiberoDataset(SampleDataset):
     """Samples of the episodes `episode_ids` of `index` (a train or validation split)."""
 
     def __init__(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 from atlas.cache import open_cached_datasets
 from atlas.config.schema import AtlasConfig
 from atlas.data import build_dataloader, build_datasets
+from atlas.data.dataset import SampleDataset
 from atlas.data.normalization import Normalizer
 from atlas.distributed.env import DistInfo, main_process_first
 from atlas.distributed.sampler import ResumableSampler
@@ -38,10 +38,10 @@ def log_banner(info: DistInfo) -> None:
 class TrainingData:
     """Datasets, loaders and the normalizer of one run."""
 
-    train_set: Any
-    val_set: Any | None
-    normalizer: Any
-    sampler: Any  # ResumableSampler over train_set
+    train_set: SampleDataset  # a LiberoDataset, or its CachedFeatureDataset (feature cache)
+    val_set: SampleDataset | None
+    normalizer: Normalizer
+    sampler: ResumableSampler  # over train_set
     train_loader: DataLoader
     val_loader: DataLoader | None
 
@@ -64,7 +64,7 @@ def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
     val_loader = None
     if val_set is not None and len(val_set) > 0:
         shard = list(range(info.rank, len(val_set), info.world_size))
-        val_loader = build_dataloader(val_set, cfg, shard, train=False)  # type: ignore[arg-type]
+        val_loader = build_dataloader(val_set, cfg, shard, train=False)
     log.info(
         "Data: %d train samples, %d validation samples, %d tasks",
         len(train_set), len(val_set) if val_set is not None else 0, len(train_set.tasks),
