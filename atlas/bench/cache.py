@@ -76,8 +76,13 @@ def random_llama(size: str) -> Iterator[None]:
     import atlas.models.language as language
     import atlas.models.policy as policy_module
 
-    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=4)  # fmt: skip
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    )
     config = LlamaConfig() if size == "7b" else LlamaConfig(**small)
 
     def build(path: Path, dtype: torch.dtype, meta: bool = False) -> tuple[Any, Any]:
@@ -113,8 +118,15 @@ def batches(loader: Any, sampler: Any) -> Iterator[dict[str, Any]]:
         epoch += 1
 
 
-def train_steps(policy: Any, loader: Any, sampler: Any, cfg: AtlasConfig, steps: int,
-                warmup: int, device: torch.device) -> dict[str, float]:  # fmt: skip
+def train_steps(
+    policy: Any,
+    loader: Any,
+    sampler: Any,
+    cfg: AtlasConfig,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, float]:
     """samples/s of `steps` full train steps after `warmup` ones, and the CUDA peak memory."""
     from atlas.runtime import resolve_precision
     from atlas.training.optim import build_optimizer
@@ -212,9 +224,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny data, few steps (CI, < 60 s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--full", action="store_true", help="VGGT-1B + LLaMA-2-7B-size, random weights")
-    p.add_argument("--lm", choices=["config", "7b", "tiny"], default=None,
-                   help="language model: the config's (MiniLM), or a random LLaMA "
-                   "(default with --full: 7b)")  # fmt: skip
+    p.add_argument(
+        "--lm",
+        choices=["config", "7b", "tiny"],
+        default=None,
+        help="language model: the config's (MiniLM), or a random LLaMA (default with --full: 7b)",
+    )
     p.add_argument("--size", type=int, help="image side (default: the config's; 224 with --full)")
     p.add_argument("--steps", type=int, default=20, help="timed online steps")
     p.add_argument("--warmup", type=int, default=3)
@@ -268,10 +283,18 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]:
     print(f"{'cache build':<14} {build['samples_per_s']:>10.1f} {'':>9} {'':>8}")
     print(f"speedup {speedup:.1f}x  bytes/sample {build['bytes_per_sample']}", end="")
     print(f"  memory ratio {mem_ratio:.3f}" if mem_ratio is not None else "")
-    record = {"bench": "cache", "preset": preset, "size": size, "device": args.device,
-              "machine": machine(args.device), "speedup": speedup, "memory_ratio": mem_ratio,
-              "bytes_per_sample": build["bytes_per_sample"], "store_dtype": args.store_dtype,
-              **{k: res[k] for k in ("online", "cached", "build")}}  # fmt: skip
+    record = {
+        "bench": "cache",
+        "preset": preset,
+        "size": size,
+        "device": args.device,
+        "machine": machine(args.device),
+        "speedup": speedup,
+        "memory_ratio": mem_ratio,
+        "bytes_per_sample": build["bytes_per_sample"],
+        "store_dtype": args.store_dtype,
+        **{k: res[k] for k in ("online", "cached", "build")},
+    }
     print(json.dumps(record))
     return record
 

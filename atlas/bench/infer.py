@@ -44,8 +44,14 @@ def identity_normalizer() -> Any:
 
     def group(dim: int) -> dict[str, list[float]]:
         zeros, ones = [0.0] * dim, [1.0] * dim
-        return {"mean": zeros, "std": ones, "min": [-1.0] * dim, "max": ones, "q01": [-1.0] * dim,
-                "q99": ones}  # fmt: skip
+        return {
+            "mean": zeros,
+            "std": ones,
+            "min": [-1.0] * dim,
+            "max": ones,
+            "q01": [-1.0] * dim,
+            "q99": ones,
+        }
 
     return Normalizer({"action": group(7), "proprio": group(8), "num_samples": 1}, "none")
 

@@ -125,7 +125,7 @@ def _measure(
     batch = next(iter(loader))
     held = itertools.repeat(batch)  # compute: the same in-memory batch every micro-step
     accum = cfg.training.gradient_accumulation_steps
-    trainer.model.train()
+    trainer.wrapped.train()
     flops = None if cfg.training.compile else count_step_flops(trainer, held, accum)
     _rate(lambda: trainer.train_step(held, accum), warmup, device)
     if device.type == "cuda":

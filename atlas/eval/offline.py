@@ -70,7 +70,7 @@ def evaluate_policy(
     loader: Iterable[dict[str, Any]],
     normalizer: Normalizer,
     device: torch.device,
-    amp: PrecisionPolicy | None = None,
+    precision: PrecisionPolicy | None = None,
     *,
     task_names: list[str] | None = None,
     per_task_loss: bool = False,
@@ -95,7 +95,7 @@ def evaluate_policy(
         raise ValueError("evaluate_policy: pass task_names, or a loader whose dataset has .tasks")
     sums = _Sums(len(tasks), device)
     baseline = _MeanActionBaseline(policy, normalizer, device)
-    autocast = amp.autocast if amp is not None else contextlib.nullcontext
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     was_training = policy.training
     policy.eval()
     try:

@@ -30,8 +30,12 @@ def log_banner(info: DistInfo) -> None:
     log.info(
         "Training setup:\n  Distributed: %s\n  World size: %d\n  Rank: %d, Local rank: %d\n"
         "  Device: %s",
-        info.distributed, info.world_size, info.rank, info.local_rank, info.device,
-    )  # fmt: skip
+        info.distributed,
+        info.world_size,
+        info.rank,
+        info.local_rank,
+        info.device,
+    )
 
 
 @dataclass
@@ -67,8 +71,10 @@ def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
         val_loader = build_dataloader(val_set, cfg, shard, train=False)
     log.info(
         "Data: %d train samples, %d validation samples, %d tasks",
-        len(train_set), len(val_set) if val_set is not None else 0, len(train_set.tasks),
-    )  # fmt: skip
+        len(train_set),
+        len(val_set) if val_set is not None else 0,
+        len(train_set.tasks),
+    )
     return TrainingData(train_set, val_set, normalizer, sampler, train_loader, val_loader)
 
 

@@ -78,6 +78,9 @@ class TrainingRollouts:
         suite = result["suites"].get(e.rollout_suite, {})
         log.info(
             "rollout step %d | %s success %.3f over %d trials",
-            step, e.rollout_suite, suite.get("success_rate", 0.0), suite.get("trials", 0),
-        )  # fmt: skip
+            step,
+            e.rollout_suite,
+            suite.get("success_rate", 0.0),
+            suite.get("trials", 0),
+        )
         return suite

@@ -129,28 +129,41 @@ class Trainer:
         if info.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         self.tracker = RunTracker(
-            cfg, info, total_steps=self.total_steps, start_step=self.progress.step,
+            cfg,
+            info,
+            total_steps=self.total_steps,
+            start_step=self.progress.step,
             progress=progress,
-        )  # fmt: skip
+        )
         self.meter = StepMeter(self.device)
         self.guard = FiniteGuard(self.device, check_grad_norm=not self.scaler.is_enabled())
         self.rollouts = TrainingRollouts(cfg, info)
         self.preemption = PreemptionHandler()
         self.last_val: dict[str, Any] | None = None
         self._last_val_step = -1
+        self._log_plan()
+
+    def _log_plan(self) -> None:
+        """One line saying what this run will do."""
         log.info(
             "Run: %d optimizer steps (%d micro-batches/epoch/rank, accumulation %d), effective "
             "batch %d, precision %s, run dir %s",
-            self.total_steps, self.micro_per_epoch, t.gradient_accumulation_steps,
-            cfg.effective_batch_size(info.world_size), self.precision.name, self.run_dir,
-        )  # fmt: skip
+            self.total_steps,
+            self.micro_per_epoch,
+            self.cfg.training.gradient_accumulation_steps,
+            self.cfg.effective_batch_size(self.info.world_size),
+            self.precision.name,
+            self.run_dir,
+        )
 
     def _build_optimization(self) -> None:
         """Wrap (DDP / FSDP2 / DeepSpeed), then AdamW, the warmup/cosine schedule, the scaler."""
         cfg = self.cfg
-        self.model = self.strategy.wrap(self.policy)  # FSDP2 shards the policy's parameters here
+        # The policy as the strategy runs it (DDP / FSDP2 / DeepSpeed wrapper); self.policy stays
+        # the plain module (exports, rollouts, validation).
+        self.wrapped = self.strategy.wrap(self.policy)  # FSDP2 shards the policy's parameters here
         self.optimizer = build_optimizer(self.policy, cfg, self.info.world_size, self.device)
-        self.model = self.strategy.prepare(self.model, self.optimizer)
+        self.wrapped = self.strategy.prepare(self.wrapped, self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.scaler = self.strategy.build_scaler(self.precision.needs_scaler)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -161,7 +174,7 @@ class Trainer:
         """Train to `total_steps` (or until preempted); returns the summary."""
         start, start_step = time.perf_counter(), self.progress.step
         start_samples, setup_s = self.progress.samples_seen, start - self.created
-        self.model.train()
+        self.wrapped.train()
         stopped = False
         with self.tracker.console():
             while self.progress.step < self.total_steps and not stopped:
@@ -196,14 +209,14 @@ class Trainer:
         each stage; the arithmetic is the same for all.
         """
         strategy = self.strategy
-        strategy.zero_grad(self.model, self.optimizer)
+        strategy.zero_grad(self.wrapped, self.optimizer)
         samples, step_loss = 0, torch.zeros((), device=self.device)
         for i in range(n):
             batch = self.meter.timed_next(batches)
-            with strategy.micro_batch(self.model, last=i == n - 1):
+            with strategy.micro_batch(self.wrapped, last=i == n - 1):
                 with self.precision.autocast():
-                    loss, metrics = self.model(batch)
-                strategy.backward(self.model, loss / n, self.scaler)
+                    loss, metrics = self.wrapped(batch)
+                strategy.backward(self.wrapped, loss / n, self.scaler)
             self.meter.add_micro(metrics)
             step_loss = step_loss + loss.detach()
             samples += batch["actions"].shape[0]
@@ -211,7 +224,7 @@ class Trainer:
         # unscale (fp16) -> clip to max_grad_norm (None: measure only) -> step; pre-clip norm
         max_norm = self.cfg.training.max_grad_norm
         grad_norm = strategy.optimizer_step(
-            self.model, self.optimizer, self.scaler, self.trainable, max_norm
+            self.wrapped, self.optimizer, self.scaler, self.trainable, max_norm
         )
         self.scheduler.step()
         self.meter.add_step(grad_norm, lrs, samples)
@@ -238,7 +251,9 @@ class Trainer:
             if validate:
                 self.validate(epoch)
             if self.rollouts.due(p.step):
-                result = self.rollouts.run(p.step, self.policy, self.strategy.gathered(self.model))
+                result = self.rollouts.run(
+                    p.step, self.policy, self.strategy.gathered(self.wrapped)
+                )
                 self.tracker.log_rollout(p.step, epoch, result)
             self.ckpt.save(p.step, SaveReason.INTERVAL)
             if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
@@ -275,11 +290,15 @@ class Trainer:
             return self.last_val
         # fork_rng: validation leaves the training RNG untouched; gathered: FSDP2 gathers its
         # shards once, since ranks may hold different numbers of validation batches.
-        with torch.random.fork_rng(devices=[]), self.strategy.gathered(self.model):
+        with torch.random.fork_rng(devices=[]), self.strategy.gathered(self.wrapped):
             result = evaluate_policy(
-                self.policy, self.data.val_loader, self.data.normalizer, self.device,
-                self.precision, task_names=self.data.train_set.tasks,
-            )  # fmt: skip
+                self.policy,
+                self.data.val_loader,
+                self.data.normalizer,
+                self.device,
+                self.precision,
+                task_names=self.data.train_set.tasks,
+            )
         self.last_val, self._last_val_step = result, p.step
         self.tracker.log_val(p.step, epoch, result)
         check_validation_loss(result["loss"], p.step, self.run_dir)

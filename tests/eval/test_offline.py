@@ -25,8 +25,14 @@ OFFSET = torch.tensor([0.1, -0.2, 0.3, 0.0, 0.05, -0.05, 0.0])
 
 def _stats(scale: float) -> dict[str, Any]:
     def group(n: int) -> dict[str, list[float]]:
-        return {"mean": [0.25] * n, "std": [scale] * n, "min": [-1.0] * n, "max": [1.0] * n,
-                "q01": [-1.0] * n, "q99": [1.0] * n}  # fmt: skip
+        return {
+            "mean": [0.25] * n,
+            "std": [scale] * n,
+            "min": [-1.0] * n,
+            "max": [1.0] * n,
+            "q01": [-1.0] * n,
+            "q99": [1.0] * n,
+        }
 
     return {"action": group(7), "proprio": group(8), "num_samples": 10}
 
@@ -105,8 +111,9 @@ def test_mean_action_baseline_uses_the_policy_loss() -> None:
     batch = _batch([0, 1, 0])
     out = evaluate_policy(FakePolicy(), [batch], normalizer, CPU, task_names=["a", "b"])
     mean = normalizer.normalize_action(torch.full((7,), 0.25)).float()
-    expected, _ = VLALoss(LossConfig())(mean.expand_as(batch["actions"]), batch["actions"],
-                                        batch["action_mask"])  # fmt: skip
+    expected, _ = VLALoss(LossConfig())(
+        mean.expand_as(batch["actions"]), batch["actions"], batch["action_mask"]
+    )
     assert out["mean_action_loss"] == pytest.approx(expected.item())
 
 

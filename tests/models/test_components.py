@@ -54,8 +54,9 @@ def test_geometry_gradients_accumulate_exactly(history: int, cameras: int) -> No
     """
     torch.manual_seed(0)
     cfg = GeometryConfig(tokens_per_frame=4)
-    enc = GeometryEncoder(cfg, vggt_dim=8, num_layers=1, dim=8, num_cameras=cameras,
-                          history=history)  # fmt: skip
+    enc = GeometryEncoder(
+        cfg, vggt_dim=8, num_layers=1, dim=8, num_cameras=cameras, history=history
+    )
     inputs = {"tokens": torch.randn(2, history * cameras, 4, 8)}
     enc(inputs).square().sum().backward()
     once = {n: p.grad.clone() for n, p in enc.named_parameters()}

@@ -21,8 +21,14 @@ FROZEN = ("vggt", "language_encoder")
 
 def _normalizer() -> Normalizer:
     def group(dim: int) -> dict[str, list[float]]:
-        return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": [-2.0] * dim,
-                "max": [2.0] * dim, "q01": [-2.0] * dim, "q99": [2.0] * dim}  # fmt: skip
+        return {
+            "mean": [0.0] * dim,
+            "std": [1.0] * dim,
+            "min": [-2.0] * dim,
+            "max": [2.0] * dim,
+            "q01": [-2.0] * dim,
+            "q99": [2.0] * dim,
+        }
 
     return Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
 
@@ -111,8 +117,7 @@ def test_unfrozen_backbones_train_without_unused_parameters(tiny_llama: Path) ->
     ).train()
     module_lrs = {**_lrs(1e-4), "language_encoder": 1e-5}
     lrs = {g["name"]: g["lr"] for g in policy.param_groups(module_lrs, 0.01)}
-    assert lrs == {"vggt": 1e-4, "language_encoder": 1e-5, "geometry": 1e-4, "fusion": 1e-4,
-                   "action_head": 1e-4}  # fmt: skip
+    assert lrs == module_lrs  # every module trains, the language model at its own LR
     assert policy.vggt.training and policy.language_encoder.training
     frozen = [n for n, p in policy.vggt.named_parameters() if not p.requires_grad]
     assert any(n.startswith("aggregator.frame_blocks.2.") for n in frozen)
@@ -128,8 +133,10 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, include_frozen: b
     batch = make_fake_batch(policy.config, 2)
     policy.save_pretrained(tmp_path, include_frozen_backbones=include_frozen)
     assert {p.name for p in tmp_path.iterdir()} == {
-        "config.json", "model.safetensors", "normalization.json"
-    }  # fmt: skip
+        "config.json",
+        "model.safetensors",
+        "normalization.json",
+    }
     keys = load_file(tmp_path / "model.safetensors").keys()
     # The random-init VGGT is always saved; the frozen MiniLM only when asked for.
     assert any(k.startswith("vggt.") for k in keys)
@@ -206,8 +213,11 @@ def test_predict_action_robot_units_and_history() -> None:
     assert first.shape == (4, 7) and first.dtype == np.float32
     with torch.no_grad():  # robot units: 2 x the normalized chunk for these stats
         frames = torch.cat([policy._history[0]] * 2)[None]  # episode start: frame repeated
-        obs_batch = {"images": frames, "instruction": [obs["instruction"]],
-                     "proprio": torch.zeros(1, 8)}  # fmt: skip
+        obs_batch = {
+            "images": frames,
+            "instruction": [obs["instruction"]],
+            "proprio": torch.zeros(1, 8),
+        }
         np.testing.assert_allclose(first, 2 * policy.predict_chunk(obs_batch)[0].numpy(), 1e-5)
     policy.predict_action(obs)
     assert len(policy._history) == 2

@@ -71,9 +71,12 @@ class TwoModules(nn.Module):
         return [
             {"name": "fusion", "params": [self.fusion.weight], "lr": lr["fusion"]},
             {"name": "fusion", "params": [self.fusion.bias], "lr": lr["fusion"], "weight_decay": 0},
-            {"name": "action_head", "params": list(self.action_head.parameters()),
-             "lr": lr["action_head"]},
-        ]  # fmt: skip
+            {
+                "name": "action_head",
+                "params": list(self.action_head.parameters()),
+                "lr": lr["action_head"],
+            },
+        ]
 
 
 def _cfg(**training) -> AtlasConfig:
@@ -109,9 +112,14 @@ def test_optimizer_holds_trainable_parameters_only() -> None:
 def test_scheduler_applies_lr_at_to_every_group_peak() -> None:
     cfg = load_config(
         None,
-        ["training.learning_rate=1e-3", "training.module_lr={fusion: 1e-4}",
-         "training.warmup_steps=10", "training.min_lr_ratio=0.1", "training.lr_scaling=linear"],
-    )  # fmt: skip
+        [
+            "training.learning_rate=1e-3",
+            "training.module_lr={fusion: 1e-4}",
+            "training.warmup_steps=10",
+            "training.min_lr_ratio=0.1",
+            "training.lr_scaling=linear",
+        ],
+    )
     model = TwoModules()
     opt = build_optimizer(model, cfg, world_size=2, device=CPU)
     sched = build_scheduler(opt, cfg, total_steps=50)
