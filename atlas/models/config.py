@@ -13,30 +13,19 @@ config: `{"model": ..., "data": ..., "training": ...}`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from atlas.config.loader import config_from_resolved, from_dict
-from atlas.config.schema import (
-    ActionHeadConfig,
-    AtlasConfig,
-    FusionConfig,
-    GeometryConfig,
-    LanguageEncoderConfig,
-    LossConfig,
-    Orientation,
-    VGGTBackboneConfig,
-)
+from atlas.config.schema import AtlasConfig, ModelConfig, Orientation
 
 
 @dataclass
-class PolicyConfig:
-    vggt: VGGTBackboneConfig = field(default_factory=VGGTBackboneConfig)
-    language_encoder: LanguageEncoderConfig = field(default_factory=LanguageEncoderConfig)
-    geometry: GeometryConfig = field(default_factory=GeometryConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
-    loss: LossConfig = field(default_factory=LossConfig)  # also decides how the gripper is read
+class PolicyConfig(ModelConfig):
+    """The model sections (vggt, language_encoder, geometry, fusion, action_head, loss; see
+    ModelConfig) and the data facts below."""
+
     # Cameras in input order (frame 0 of every sample is the first camera's current frame).
     cameras: list[str] = field(default_factory=lambda: ["agentview_rgb", "eye_in_hand_rgb"])
     history: int = 1  # frames per camera
@@ -54,14 +43,10 @@ class PolicyConfig:
 
 def policy_config(cfg: AtlasConfig) -> PolicyConfig:
     """The policy part of a run config."""
-    m, d = cfg.model, cfg.data
+    d = cfg.data
+    sections = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(ModelConfig)}
     return PolicyConfig(
-        vggt=m.vggt,
-        language_encoder=m.language_encoder,
-        geometry=m.geometry,
-        fusion=m.fusion,
-        action_head=m.action_head,
-        loss=m.loss,
+        **sections,
         cameras=list(d.cameras),
         history=d.history,
         image_size=d.image_size,

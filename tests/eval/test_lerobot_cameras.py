@@ -15,7 +15,7 @@ class Recorder:
     """Stands in for AtlasVLAPolicy: records the observation predict_action receives."""
 
     def __init__(self, cameras: list[str]) -> None:
-        self.config = SimpleNamespace(data=SimpleNamespace(cameras=cameras))
+        self.config = SimpleNamespace(cameras=cameras)  # a PolicyConfig's cameras
         self.seen: dict[str, Any] = {}
         self.resets = 0
 
