@@ -10,11 +10,14 @@ trainable modules are in the file. The expected actions were predicted right aft
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from atlas.models.config import PolicyConfig
 from atlas.models.policy import AtlasVLAPolicy
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -39,3 +42,19 @@ def test_export_v1_loads_and_predicts_the_same_actions() -> None:
     assert np.abs(want0 - want1).max() > 100 * TOLERANCE  # the images matter at this tolerance
     np.testing.assert_allclose(step0, want0, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(step1, want1, atol=TOLERANCE, rtol=0)
+
+
+def test_exports_hold_the_policy_config_alone(tmp_path: Path) -> None:
+    """config.json is the PolicyConfig: nothing of the run (data paths, optimizer, save dir)."""
+    old = json.loads((EXPORT_V1 / "config.json").read_text())
+    assert {"training", "checkpoint", "data"} <= set(old)  # the fixture is the earlier format
+    policy = AtlasVLAPolicy.from_pretrained(EXPORT_V1)
+    policy.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert set(saved) == {f.name for f in dataclasses.fields(PolicyConfig)}
+    assert saved["cameras"] == old["data"]["cameras"] and saved["init_seed"] == 7
+    assert saved["loss"] == old["training"]["loss"]
+    again = AtlasVLAPolicy.from_pretrained(tmp_path)
+    assert again.config == policy.config
+    for key, value in policy.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
