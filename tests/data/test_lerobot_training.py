@@ -17,7 +17,7 @@ from atlas.cache.store import CacheMissError
 from atlas.config import load_config
 from atlas.data import build_datasets
 from atlas.distributed.env import DistInfo
-from atlas.eval.offline import evaluate_checkpoint
+from atlas.eval.offline_cli import evaluate_checkpoint
 from atlas.training.trainer import run_training
 
 DEBUG_YAML = Path(__file__).resolve().parents[2] / "atlas" / "configs" / "debug.yaml"
