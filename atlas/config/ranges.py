@@ -9,6 +9,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from atlas.config.vggt import VGGT_PRESETS
+
 if TYPE_CHECKING:  # the schema imports this module
     from atlas.config.schema import TrainingConfig, VGGTBackboneConfig
 
@@ -47,10 +49,6 @@ def optimizer_problems(t: TrainingConfig, modules: Sequence[str]) -> list[tuple[
 
 def backbone_problems(vggt: VGGTBackboneConfig) -> list[tuple[str, str]]:
     """The preset name (with the closest one) and the layer indices against its depth."""
-    # The presets are declared beside the model they build; importing them pulls in torch, which
-    # every command that validates a config loads anyway.
-    from atlas.models.vggt.config import VGGT_PRESETS
-
     if vggt.preset not in VGGT_PRESETS:
         close = difflib.get_close_matches(vggt.preset, VGGT_PRESETS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -72,6 +72,7 @@ class ActionHeadConfig:
     hidden_dim: int = 512  # width of the action MLP
 
 
+@dataclass
 class LossConfig:
     pose_weight: float = 1.0  # weight of the loss on the 6 pose dimensions
     # Quadratic below 1 (normalized units), smooth_l1 gives errors of a few tenths gradients of

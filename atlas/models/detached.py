@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from torch import nn
 
-from atlas.models.vggt.config import VGGTConfig
+from atlas.config.vggt import VGGTConfig
 
 
 class DetachedBackbone(nn.Module):

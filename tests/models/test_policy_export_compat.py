@@ -53,7 +53,7 @@ def test_exports_hold_the_policy_config_alone(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "config.json").read_text())
     assert set(saved) == {f.name for f in dataclasses.fields(PolicyConfig)}
     assert saved["cameras"] == old["data"]["cameras"] and saved["init_seed"] == 7
-    assert saved["loss"] == old["training"]["loss"]
+    assert old["training"]["loss"].items() <= saved["loss"].items()  # (+ options added since)
     again = AtlasVLAPolicy.from_pretrained(tmp_path)
     assert again.config == policy.config
     for key, value in policy.state_dict().items():

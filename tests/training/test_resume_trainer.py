@@ -72,7 +72,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _preset() -> str:
-    from atlas.models.vggt.config import VGGT_PRESETS
+    from atlas.config.vggt import VGGT_PRESETS
 
     return "debug" if "debug" in VGGT_PRESETS else "tiny"
 

@@ -7,6 +7,7 @@ Quick use:
     vggt = load_pretrained_vggt("model.pt")                      # official VGGT-1B weights
 """
 
+from atlas.config.vggt import VGGT_PRESETS, VGGTConfig, get_vggt_preset
 from atlas.models.vggt.aggregator import Aggregator
 from atlas.models.vggt.camera import (
     extri_intri_to_pose_encoding,
@@ -16,7 +17,6 @@ from atlas.models.vggt.camera import (
     unproject_depth_to_world_points,
 )
 from atlas.models.vggt.camera_head import CameraHead
-from atlas.models.vggt.config import VGGT_PRESETS, VGGTConfig, get_vggt_preset
 from atlas.models.vggt.dpt_head import DPTHead
 from atlas.models.vggt.loading import (
     WeightsError,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from atlas.models.vggt.config import VGGTConfig
+from atlas.config.vggt import VGGTConfig
 from atlas.models.vggt.dino import DinoVisionTransformer
 from atlas.models.vggt.layers import Block, RopeTables, init_transformer_weights, rope_2d_tables
 

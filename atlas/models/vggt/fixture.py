@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from atlas.config.vggt import VGGTConfig
 from atlas.models.vggt.camera import (
     extri_intri_to_pose_encoding,
     pose_encoding_to_extri_intri,
     unproject_depth_to_world_points,
 )
-from atlas.models.vggt.config import VGGTConfig
 from atlas.models.vggt.model import VGGT
 
 DINO_KEY = "aggregator.patch_embed"

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from atlas.config.vggt import VGGT_1B, VGGTConfig
 from atlas.models.vggt.aggregator import Aggregator
-from atlas.models.vggt.config import VGGT_1B, VGGTConfig
 from atlas.models.vggt.model import VGGT, build_vggt
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from atlas.config.vggt import VGGTConfig, get_vggt_preset
 from atlas.models.vggt.aggregator import Aggregator
 from atlas.models.vggt.camera_head import CameraHead
-from atlas.models.vggt.config import VGGTConfig, get_vggt_preset
 from atlas.models.vggt.dpt_head import DPTHead
 
 
