@@ -31,6 +31,7 @@ class PolicyConfig(ModelConfig):
     history: int = 1  # frames per camera
     image_size: int = 224  # square side fed to VGGT
     orientation: Orientation = "vflip"  # what predict_action does to raw frames (docs/LIBERO.md §3)
+    blank_images: bool = False  # the data.blank_images ablation: the policy sees black frames
     # Seeds the random initialization of a VGGT without a checkpoint, and nothing else: an export
     # that leaves such a backbone out rebuilds it from this.
     init_seed: int = 42
@@ -51,6 +52,7 @@ def policy_config(cfg: AtlasConfig) -> PolicyConfig:
         history=d.history,
         image_size=d.image_size,
         orientation=d.orientation,
+        blank_images=d.blank_images,
         init_seed=cfg.training.seed,
     )
 

@@ -208,7 +208,7 @@ class AtlasVLAPolicy(nn.Module):
     def new_history(self) -> deque[Tensor]:
         """An empty frame history for `predict_action(..., history=)` (a server keeps one per
         client, so clients never see each other's frames)."""
-        return deque(maxlen=self.config.data.history)
+        return deque(maxlen=self.config.history)
 
     @torch.no_grad()
     def predict_action(
@@ -235,7 +235,7 @@ class AtlasVLAPolicy(nn.Module):
         current = torch.cat(frames)  # [cams, 3, H, W], the current step
         # The data.blank_images ablation sees black frames here as in training.
         history = self._history if history is None else history
-        history.append(torch.zeros_like(current) if d.blank_images else current)
+        history.append(torch.zeros_like(current) if c.blank_images else current)
         steps = list(history)[::-1]  # h = 0 is the current step
         steps += [steps[-1]] * (c.history - len(steps))
         images = torch.cat(steps).unsqueeze(0)  # [1, history * cams, 3, H, W]

@@ -13,7 +13,7 @@ from atlas.config.schema import AtlasConfig
 from atlas.data.build import build_datasets
 from atlas.data.normalization import Normalizer
 from atlas.models.policy import build_policy
-from atlas.models.testing import tiny_config
+from atlas.models.testing import tiny_policy_config
 
 
 def _config(path: Path, blank: bool) -> AtlasConfig:
@@ -52,7 +52,7 @@ def test_predict_action_does_not_see_the_images() -> None:
 
     norm = Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
     torch.manual_seed(0)
-    policy = build_policy(tiny_config(data={"blank_images": True}), norm)
+    policy = build_policy(tiny_policy_config(data={"blank_images": True}), norm)
     rng = np.random.default_rng(0)
     chunks = []
     for _ in range(2):  # two different images, same instruction and state

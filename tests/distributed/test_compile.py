@@ -8,7 +8,7 @@ import torch
 from atlas.distributed.compile import compile_blocks
 from atlas.models.fusion import FusionLayer
 from atlas.models.policy import build_policy
-from atlas.models.testing import make_fake_batch, tiny_config
+from atlas.models.testing import make_fake_batch, tiny_policy_config
 from atlas.models.vggt.layers import Block
 
 
@@ -22,7 +22,7 @@ def _loss_and_grads(policy: torch.nn.Module, batch: dict) -> tuple[torch.Tensor,
 
 def _policy() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_policy(tiny_config(fusion={"dim": 32, "depth": 2})).train()
+    return build_policy(tiny_policy_config(fusion={"dim": 32, "depth": 2})).train()
 
 
 @pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])

@@ -70,11 +70,12 @@ def test_fusion_attention_with_padding_mask_runs_memory_efficient_kernel() -> No
 
 
 def test_optimizer_is_fused_adamw_on_cuda(tmp_path: Path, tiny_llama: Path) -> None:
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
     from atlas.training.optim import build_optimizer
 
     cfg = gpu_cfg(tmp_path, tiny_llama)
-    policy = build_policy(cfg).cuda()
+    policy = build_policy(policy_config(cfg)).cuda()
     opt = build_optimizer(policy, cfg, 1, torch.device("cuda"))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
 
@@ -93,7 +94,7 @@ def test_train_step_never_synchronises_with_the_host(tmp_path: Path, tiny_llama:
         batch = next(iter(trainer.data.train_loader))
         assert batch["images"].is_pinned() and batch["actions"].is_pinned()
         held = itertools.repeat(batch)
-        trainer.model.train()
+        trainer.wrapped.train()
         for _ in range(2):  # lazy CUDA/cuBLAS initialisation happens here, outside the check
             trainer.train_step(held, 1)
         torch.cuda.synchronize()
@@ -109,15 +110,16 @@ def test_train_step_never_synchronises_with_the_host(tmp_path: Path, tiny_llama:
 
 
 def test_cuda_graph_replay_matches_the_eager_policy(tmp_path: Path, tiny_llama: Path) -> None:
+    from atlas.models.config import policy_config
     from atlas.models.cuda_graph import GraphedPredictChunk
     from atlas.models.policy import build_policy
     from atlas.models.testing import make_fake_batch
 
     cfg = gpu_cfg(tmp_path, tiny_llama)
-    policy = build_policy(cfg).cuda().eval()
+    policy = build_policy(policy_config(cfg)).cuda().eval()
 
     def obs(seed: int, instruction: int = 0) -> dict:
-        b = make_fake_batch(cfg, 1, seed=seed)
+        b = make_fake_batch(policy.config, 1, seed=seed)
         return {"images": b["images"], "proprio": b["proprio"],
                 "instruction": [b["instruction"][0] + " now" * instruction]}  # fmt: skip
 
