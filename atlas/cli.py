@@ -125,8 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from atlas.data.cli import add_data_subcommands
     from atlas.models.cli import add_model_subcommands
+    from atlas.sim.cli import add_collect_parser  # the simulator itself is imported only on use
 
-    add_data_subcommands(sub.add_parser("data", help="datasets: stats, synth, inspect, convert"))
+    data = add_data_subcommands(
+        sub.add_parser("data", help="datasets: stats, synth, inspect, convert")
+    )
+    # `atlas data collect` runs the simulator (atlas.sim), which sits above the data package.
+    add_collect_parser(data)
     add_model_subcommands(sub.add_parser("model", help="model summary (parameter counts)"))
     add_ckpt_subcommands(sub.add_parser("ckpt", help="inspect checkpoints"))
 

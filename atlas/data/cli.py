@@ -23,8 +23,11 @@ from atlas.data.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersAction) -> None:
-    """Add `stats`, `synth` and `inspect` under the `atlas data` parser (or a subparsers object)."""
+def add_data_subcommands(
+    parser: argparse.ArgumentParser | argparse._SubParsersAction,
+) -> argparse._SubParsersAction:
+    """Add `stats`, `synth`, `inspect` and `convert` under the `atlas data` parser (or a
+    subparsers object); returns the subparsers (atlas.cli adds `collect` from atlas.sim)."""
     if isinstance(parser, argparse.ArgumentParser):
         parser = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     subparsers = parser
@@ -76,10 +79,7 @@ def add_data_subcommands(parser: argparse.ArgumentParser | argparse._SubParsersA
         help="rot180: rotate frames as the LIBERO LeRobot publications do; none: as in the HDF5",
     )
     convert.set_defaults(handler=run_convert)
-
-    from atlas.sim.cli import add_collect_parser  # the simulator itself is imported only on use
-
-    add_collect_parser(subparsers)
+    return subparsers
 
 
 def run_stats(args: argparse.Namespace) -> int:

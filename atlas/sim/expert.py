@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-# Action layout and limits of OSC_POSE delta control (FORMAT.md §3).
+# Action layout and limits of OSC_POSE delta control (docs/LIBERO.md §3).
 OPEN, CLOSE = -1.0, 1.0
 POS_GAIN = 1.0 / 0.02  # saturate 2 cm from the waypoint
 ROT_GAIN = 1.0 / 0.15  # saturate 0.15 rad from the target orientation

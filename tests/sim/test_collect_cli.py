@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from atlas.data.cli import main
+from atlas.cli import main
 from atlas.eval import libero_setup
 
 pytestmark = pytest.mark.skipif(
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _collect(out: Path, *extra: str) -> list[str]:
-    return ["collect", "--out", str(out), "--demos", "1", "--no-progress", *extra]
+    return ["data", "collect", "--out", str(out), "--demos", "1", "--no-progress", *extra]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_folder_of_another_suite_is_refused(tmp_path, capsys) -> None:
 def test_renderer_that_cannot_start_is_one_line(tmp_path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "MUJOCO_GL": "no-such-backend"}
-    cmd = [sys.executable, "-m", "atlas.data.cli", *_collect(out, "--suite", "libero_spatial")]
+    cmd = [sys.executable, "-m", "atlas.cli", *_collect(out, "--suite", "libero_spatial")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]

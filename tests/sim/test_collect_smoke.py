@@ -11,7 +11,7 @@ import json
 import h5py
 import pytest
 
-from atlas.data.cli import main as data_main
+from atlas.cli import main
 from atlas.eval import libero_setup
 
 
@@ -33,7 +33,7 @@ def test_collect_one_demo_inspect_and_train(tmp_path, capsys) -> None:
 
     out = tmp_path / "libero_scripted"
     argv = ["collect", "--suite", "libero_spatial", "--tasks", "0", "--demos", "1"]
-    assert data_main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert main(["data", *argv, "--out", str(out), "--no-progress"]) == 0
     (path,) = out.glob("*_demo.hdf5")
     assert path.name.startswith("pick_up_the_black_bowl_between_the_plate_and_the_ramekin")
     summary = json.loads((out / "collect_summary.json").read_text())
@@ -46,7 +46,7 @@ def test_collect_one_demo_inspect_and_train(tmp_path, capsys) -> None:
         assert demo["dones"][-1] == 1 and demo["obs/agentview_rgb"].shape == (steps, 128, 128, 3)
     capsys.readouterr()
 
-    assert data_main(["inspect", str(out)]) == 0
+    assert main(["data", "inspect", str(out)]) == 0
     assert f"1 files, 1 demos, {steps} steps" in capsys.readouterr().out
 
     cfg = load_config(
