@@ -25,7 +25,7 @@ def _episode_over_the_wire(client: WebsocketClientPolicy, episode: list[dict]) -
 def test_metadata_comes_first(server, reference) -> None:
     meta = WebsocketClientPolicy(server.url).get_server_metadata()
     assert meta["policy"] == "atlas-vla" and meta["name"].endswith("/final")
-    assert meta["action_horizon"] == reference.config.model.action_head.chunk_size == 4
+    assert meta["action_horizon"] == reference.config.action_head.chunk_size == 4
     assert meta["cameras"] == ["agentview_rgb", "eye_in_hand_rgb"]
     assert meta["image_size"] == 56 and meta["history"] == 2 and meta["state_dim"] == 8
     assert "observation/image: uint8 [h, w, 3], rotated 180" in meta["expected_keys"]["openpi"]
