@@ -93,8 +93,10 @@ def check_checkpoint(checkpoint: str | Path, cameras: tuple[str, ...]) -> None:
                 f"{root / name}: missing (--checkpoint needs an exported policy)"
             )
     from atlas.data.lerobot_meta import libero_camera
+    from atlas.models.config import read_policy_config  # the model stack stays out of workers
 
-    trained = list(json.loads((root / "config.json").read_text())["data"]["cameras"])
+    saved = json.loads((root / "config.json").read_text())
+    trained = list(read_policy_config(saved, str(root / "config.json")).cameras)
     # A LeRobot feature key stands for its LIBERO camera (see with_libero_cameras).
     missing = [c for c in trained if libero_camera(c) not in cameras]
     if missing:

@@ -16,6 +16,7 @@ This module stays light (argparse only at import) because `atlas --help` builds 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -134,7 +135,7 @@ def _instruction_source(args: argparse.Namespace) -> str:
         return _checkpoint_config(args)["data"]["instruction_source"] or "filename"
     config = Path(args.checkpoint or "") / "config.json"
     if args.policy == "checkpoint" and config.is_file():
-        return json.loads(config.read_text()).get("data", {}).get("instruction_source", "filename")
+        return _checkpoint_config(args)["data"]["instruction_source"]
     return "filename"
 
 
@@ -221,7 +222,13 @@ def _checkpoint_config(args: argparse.Namespace) -> dict[str, Any]:
         data = {k: served.get(k) for k in ("instruction_source", "synthetic")}
         return {"data": data}
     path = Path(args.checkpoint or "") / "config.json"
-    return json.loads(path.read_text()) if args.checkpoint and path.is_file() else {}
+    if not (args.checkpoint and path.is_file()):
+        return {}
+    from atlas.models.config import read_policy_config
+
+    policy = read_policy_config(json.loads(path.read_text()), str(path))
+    synthetic = None if policy.synthetic is None else dataclasses.asdict(policy.synthetic)
+    return {"data": {"instruction_source": policy.instruction_source, "synthetic": synthetic}}
 
 
 def _prepare_run(

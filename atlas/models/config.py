@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from atlas.config.loader import config_from_resolved, from_dict
-from atlas.config.schema import AtlasConfig, ModelConfig, Orientation
+from atlas.config.schema import AtlasConfig, ModelConfig, Orientation, SyntheticConfig
 
 
 @dataclass
@@ -32,6 +32,10 @@ class PolicyConfig(ModelConfig):
     image_size: int = 224  # square side fed to VGGT
     orientation: Orientation = "vflip"  # what predict_action does to raw frames (docs/LIBERO.md §3)
     blank_images: bool = False  # the data.blank_images ablation: the policy sees black frames
+    # The instruction wording it was trained with (docs/LIBERO.md §2): rollouts prompt with it.
+    instruction_source: Literal["filename", "problem_info"] = "filename"
+    # The synthetic dataset it learned, if any: the synthetic rollout suite builds that world.
+    synthetic: SyntheticConfig | None = None
     # Seeds the random initialization of a VGGT without a checkpoint, and nothing else: an export
     # that leaves such a backbone out rebuilds it from this.
     init_seed: int = 42
@@ -53,6 +57,8 @@ def policy_config(cfg: AtlasConfig) -> PolicyConfig:
         image_size=d.image_size,
         orientation=d.orientation,
         blank_images=d.blank_images,
+        instruction_source=d.instruction_source,
+        synthetic=d.synthetic,
         init_seed=cfg.training.seed,
     )
 

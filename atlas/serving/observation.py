@@ -102,16 +102,16 @@ def is_wrist_camera(name: str) -> bool:
 
 def spec_from_policy(policy: Any, name: str) -> ServingSpec:
     """The ServingSpec of an `AtlasVLAPolicy` (the only place the server reads its config)."""
-    cfg = policy.config
-    synthetic = cfg.data.synthetic
+    cfg = policy.config  # its PolicyConfig
+    synthetic = cfg.synthetic
     return ServingSpec(
         name=name,
-        cameras=tuple(cfg.data.cameras),
-        image_size=cfg.data.image_size,
-        history=cfg.data.history,
-        action_horizon=cfg.model.action_head.chunk_size,
-        uses_state=cfg.model.action_head.use_proprio,
-        instruction_source=cfg.data.instruction_source,
+        cameras=tuple(cfg.cameras),
+        image_size=cfg.image_size,
+        history=cfg.history,
+        action_horizon=cfg.action_head.chunk_size,
+        uses_state=cfg.action_head.use_proprio,
+        instruction_source=cfg.instruction_source,
         synthetic=None if synthetic is None else dataclasses.asdict(synthetic),
     )
 
