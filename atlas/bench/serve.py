@@ -36,14 +36,15 @@ TARGET_OVERHEAD_MS = 2.0
 
 def export_debug_policy(path: Path, cameras: int) -> None:
     """The debug config's policy with random weights, saved with save_pretrained."""
-    from atlas.cli import packaged_config
     from atlas.config import load_config
+    from atlas.config.arguments import packaged_config
+    from atlas.models.config import policy_config
     from atlas.models.policy import build_policy
 
     overrides = [f"data.cameras=[{','.join(CAMERAS[:cameras])}]"]
     cfg = load_config(packaged_config("debug.yaml"), overrides)
     torch.manual_seed(0)
-    build_policy(cfg, identity_normalizer()).save_pretrained(path)
+    build_policy(policy_config(cfg), identity_normalizer()).save_pretrained(path)
 
 
 def make_observations(n: int, cameras: int, size: int) -> list[dict[str, Any]]:
