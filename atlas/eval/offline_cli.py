@@ -21,7 +21,7 @@ from atlas.data import LiberoDataset, Normalizer, build_dataloader, build_datase
 from atlas.data.errors import DataError
 from atlas.eval.metrics import format_metrics_table
 from atlas.eval.offline import evaluate_policy
-from atlas.models.config import policy_config, read_policy_config
+from atlas.models.config import RUN_SECTIONS, policy_config, read_policy_config
 from atlas.models.policy import AtlasVLAPolicy, build_policy
 from atlas.runtime import resolve_device, resolve_precision, seed_everything
 
@@ -117,7 +117,7 @@ def run_config_of(export: Path, data: list[str] | None) -> AtlasConfig:
     best/ and final/, or (earlier exports) the whole run config in config.json. With `--data`
     and no run config, the schema defaults with the policy's own data facts will do."""
     saved = json.loads((export / "config.json").read_text())
-    if "model" in saved and "data" in saved:
+    if RUN_SECTIONS & set(saved):
         return config_from_resolved(saved, str(export / "config.json"))
     if (export.parent / "config.yaml").is_file():
         return load_config(export.parent / "config.yaml")

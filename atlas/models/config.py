@@ -46,6 +46,10 @@ class PolicyConfig(ModelConfig):
         return len(self.cameras) * self.history
 
 
+# Top-level keys of a run config that a PolicyConfig never has.
+RUN_SECTIONS = {"model", "data", "training", "checkpoint", "logging", "eval"}
+
+
 def policy_config(cfg: AtlasConfig) -> PolicyConfig:
     """The policy part of a run config."""
     d = cfg.data
@@ -65,7 +69,7 @@ def policy_config(cfg: AtlasConfig) -> PolicyConfig:
 
 def read_policy_config(data: dict[str, Any], source: str) -> PolicyConfig:
     """A PolicyConfig from a config.json: this config's fields, or an earlier whole run config."""
-    if "model" in data and "data" in data:  # an export written with the whole AtlasConfig
+    if RUN_SECTIONS & set(data):  # an export written with the (whole) AtlasConfig
         return policy_config(config_from_resolved(data, source))
     return from_dict(PolicyConfig, data, source)
 
