@@ -134,7 +134,7 @@ def rebase_progress(
     consumed = progress.batch_in_epoch * old.per_micro_batch
     position = consumed // new.per_micro_batch
     progress.batch_in_epoch = position - position % new.grad_accum
-    # The data sampler (atlas.training.sampler.ResumableSampler) says how long an epoch is.
+    # The data sampler (atlas.distributed.sampler.ResumableSampler) says how long an epoch is.
     per_rank = [getattr(o, "num_samples_per_rank", None) for o in objects.values()]
     samples = next((n for n in per_rank if isinstance(n, int)), None)
     if samples is not None and progress.batch_in_epoch >= samples // new.per_device:
