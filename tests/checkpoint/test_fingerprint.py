@@ -18,10 +18,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from atlas.checkpoint import layout
-from atlas.checkpoint.fingerprint import fingerprint, same_weights
 from atlas.checkpoint.manager import CheckpointError
+from atlas.models.fingerprint import fingerprint, same_weights
 from atlas.models.policy import AtlasVLAPolicy, build_policy
-from atlas.models.testing import TEST_VGGT_PRESET, tiny_config
+from atlas.models.testing import TEST_VGGT_PRESET, tiny_policy_config
 from atlas.models.vggt import build_vggt
 
 
@@ -84,7 +84,7 @@ def test_export_with_a_v1_fingerprint_loads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     save_file(build_vggt(TEST_VGGT_PRESET).state_dict(), vggt)
     torch.manual_seed(0)
-    policy = build_policy(tiny_config(vggt={"checkpoint": str(vggt)}))
+    policy = build_policy(tiny_policy_config(vggt={"checkpoint": str(vggt)}))
     export = tmp_path / "export"
     policy.save_pretrained(export)
     file = export / "model.safetensors"

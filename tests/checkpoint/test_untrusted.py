@@ -173,7 +173,7 @@ def test_rollout_and_eval_of_an_export(
     excluded = ["vggt.", *json.loads(metadata["excluded_prefixes"])]
     save_file(state, file, metadata={**metadata, "excluded_prefixes": json.dumps(excluded)})
     config = json.loads((export / "config.json").read_text())
-    config["model"]["vggt"]["checkpoint"] = str(weights)
+    config["vggt"]["checkpoint"] = str(weights)  # config.json is the PolicyConfig
     (export / "config.json").write_text(json.dumps(config))
     rollout = ["rollout", "--suite", "synthetic", "--tasks", "0", "--trials", "1", "--videos", "0"]
     out = ["--out", str(tmp_path / "rollouts")]
