@@ -26,8 +26,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from atlas.config import ConfigError
     from atlas.data.errors import DataError
     from atlas.models.vggt.loading import WeightsError
+    from atlas.safeload import RefusedFileError
 
-    return (ConfigError, DataError, CheckpointError, WeightsError, FileNotFoundError)
+    errors = (ConfigError, DataError, CheckpointError, RefusedFileError, WeightsError)
+    return (*errors, FileNotFoundError)
 
 
 def debug_enabled(args: argparse.Namespace | None = None) -> bool:

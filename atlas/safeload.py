@@ -35,8 +35,6 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
-from atlas.checkpoint.layout import CheckpointError
-
 # Everything DCP's .metadata pickles (torch 2.4 - 2.13): its dataclasses, torch.Size, the
 # tensor properties' dtype / layout / memory format, and the relative paths of the shard files.
 DCP_METADATA_GLOBALS = frozenset(
@@ -60,7 +58,11 @@ DCP_METADATA_GLOBALS = frozenset(
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
 
-class UnsafeFileError(CheckpointError):
+class RefusedFileError(RuntimeError):
+    """A file AtlasVLA was asked to load was not read; the message names it and says why."""
+
+
+class UnsafeFileError(RefusedFileError):
     """A file would need a Python global outside the allowed set to load: it was refused."""
 
     def __init__(self, file: Path, problem: str) -> None:
@@ -71,7 +73,7 @@ class UnsafeFileError(CheckpointError):
         self.file = file
 
 
-class UnreadableFileError(CheckpointError):
+class UnreadableFileError(RefusedFileError):
     """A file is not what its name says (truncated, garbage, another format)."""
 
     def __init__(self, file: Path, problem: str) -> None:
@@ -89,7 +91,7 @@ class _Inert:
         self.state = state
 
 
-def _refusal(file: Path, exc: BaseException) -> CheckpointError:
+def _refusal(file: Path, exc: BaseException) -> RefusedFileError:
     text = " ".join(str(exc).split())
     found = _GLOBAL_RE.search(text)
     if found:

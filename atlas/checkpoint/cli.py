@@ -7,7 +7,7 @@
 Prints step, epoch and position, samples seen, the effective batch and its split, world size,
 the best validation metric, and every file with its size; checks the files against
 COMPLETE.json (sha256 unless --no-checksums) and screens every pickle-based file as a resume
-would (`atlas.checkpoint.unpickle`). Exit code 0 when intact, 1 when incomplete or corrupt, 2
+would (`atlas.safeload`). Exit code 0 when intact, 1 when incomplete or corrupt, 2
 when PATH is not a checkpoint or holds a file that would be refused. For a run directory it says
 which checkpoint `resume: auto` would take, and why `last_checkpoint` is ignored if it is.
 """
@@ -118,13 +118,13 @@ def _read_meta(file: Path) -> dict[str, Any] | None:
 
 def _screened(path: Path, info: dict[str, Any]) -> bool:
     """Would every pickle-based file of `path` load without running code? Says why not."""
-    from atlas.checkpoint.unpickle import screen
     from atlas.distributed.strategy import strategy_class
+    from atlas.safeload import RefusedFileError, screen
 
     owner = info.get("strategy_format")
     try:
         screen(path, strategy_class(owner).pickle_globals if owner else ())
-    except layout.CheckpointError as e:
+    except (layout.CheckpointError, RefusedFileError) as e:
         sys.stderr.write(f"error: {e}\n")
         return False
     return True

@@ -14,15 +14,12 @@ The step counter counts optimizer steps, and the LR schedule is a function of it
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from atlas.checkpoint import layout
@@ -32,7 +29,6 @@ from atlas.config.loader import to_dict
 from atlas.config.schema import AtlasConfig
 
 log = logging.getLogger(__name__)
-_LEGACY_SAMPLE = 1024  # values per tensor in the fingerprints of older versions
 
 
 @dataclass(frozen=True)
@@ -160,24 +156,6 @@ def _restart_schedule(sched: LRScheduler, step: int, base_lrs: list[float] | Non
     for group, base, lr in zip(sched.optimizer.param_groups, sched.base_lrs, lrs):
         group["initial_lr"], group["lr"] = base, lr
     sched._last_lr = lrs  # type: ignore[attr-defined]
-
-
-def legacy_fingerprint_matches(saved: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> bool:
-    """Fingerprints written before `fingerprint.SCHEME` 2, so older run directories and exports
-    keep loading: checkpoints hashed float32 samples ("sample_sha256"); exports summed the
-    absolute values of a sample per backbone ("abs_sum", within a relative 1e-3)."""
-    h, numel, total = hashlib.sha256(), 0, 0.0
-    for key in sorted(tensors):
-        flat = tensors[key].detach().reshape(-1)
-        numel += flat.numel()
-        stride = max(1, flat.numel() // _LEGACY_SAMPLE)
-        total += float(flat[::stride].double().abs().sum())
-        h.update(f"{key}:{tuple(tensors[key].shape)}:".encode())
-        h.update(flat[::stride][:_LEGACY_SAMPLE].float().cpu().numpy().tobytes())
-    if "abs_sum" in saved:
-        scale = max(abs(saved["abs_sum"]), 1e-12)
-        return numel == saved["numel"] and abs(total - saved["abs_sum"]) / scale <= 1e-3
-    return h.hexdigest() == saved.get("sample_sha256")
 
 
 def seed_change(path: Path, cfg: AtlasConfig) -> tuple[int, int] | None:

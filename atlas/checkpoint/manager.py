@@ -60,7 +60,6 @@ from atlas.checkpoint.compat import (
 from atlas.checkpoint.layout import CheckpointError, CorruptCheckpointError
 from atlas.checkpoint.resume import load_weights, on_main, resolve_resume
 from atlas.checkpoint.state import Stateful, TrainProgress
-from atlas.checkpoint.unpickle import load_pt, screen
 from atlas.checkpoint.weights import (
     check_frozen,
     frozen_fingerprint,
@@ -72,6 +71,7 @@ from atlas.config.loader import save_config
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.ddp import unwrap
 from atlas.distributed.env import DistInfo, all_gather_object, barrier
+from atlas.safeload import load_pt, screen
 
 if TYPE_CHECKING:
     from atlas.distributed.strategy import Strategy

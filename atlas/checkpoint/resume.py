@@ -16,11 +16,11 @@ from torch import nn
 
 from atlas.checkpoint import layout
 from atlas.checkpoint.layout import CheckpointError
-from atlas.checkpoint.unpickle import screen
 from atlas.checkpoint.weights import load_weights_only, strategy_weights, weights_names
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.ddp import unwrap
 from atlas.distributed.env import DistInfo, broadcast_object
+from atlas.safeload import screen
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from atlas.checkpoint.fingerprint import fingerprint, same_weights
 from atlas.checkpoint.layout import MODEL, CheckpointError
 from atlas.distributed.strategy import Strategy, available_strategies, strategy_class
+from atlas.models.fingerprint import fingerprint, same_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def frozen_tensors(policy: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def frozen_fingerprint(policy: nn.Module) -> dict[str, Any]:
-    """The fingerprint (`atlas.checkpoint.fingerprint`) of the policy's frozen weights."""
+    """The fingerprint (`atlas.models.fingerprint`) of the policy's frozen weights."""
     return fingerprint(frozen_tensors(policy))
 
 

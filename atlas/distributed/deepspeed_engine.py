@@ -42,10 +42,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from atlas.checkpoint.unpickle import load_pt
 from atlas.config.schema import AtlasConfig
 from atlas.distributed.env import DistInfo
 from atlas.distributed.strategy import Strategy, register_strategy
+from atlas.safeload import load_pt
 
 log = logging.getLogger(__name__)
 

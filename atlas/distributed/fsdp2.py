@@ -59,9 +59,9 @@ from torch.distributed.fsdp import (
 )
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-from atlas.checkpoint.unpickle import SafeFileSystemReader, SafeLoadPlanner
 from atlas.config.schema import FSDPConfig
 from atlas.distributed.strategy import Strategy, register_strategy
+from atlas.safeload import SafeFileSystemReader, SafeLoadPlanner
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _saved_keys(directory: Path) -> set[str]:
 
 def _dcp_load(state: dict[str, Any], directory: Path) -> None:
     """dcp.load through the restricted readers: DCP's own unpickle .metadata and its non-tensor
-    items without restriction, so a crafted checkpoint would run code (atlas.checkpoint.unpickle).
+    items without restriction, so a crafted checkpoint would run code (atlas.safeload).
     """
     with _single_process_ok():
         dcp.load(

@@ -10,7 +10,7 @@ fp32 (or the reverse) still matches, while another pretrained file or a random i
     {"scheme": 2, "tensors": 391, "numel": 1256000000, "dtypes": {"torch.float32": 391},
      "sample_sha256": "9f2c..."}
 
-Fingerprints written by older versions (no "scheme") are checked by `compat.legacy_*`.
+Fingerprints written by older versions (no "scheme") are checked by `legacy_fingerprint_matches`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import Tensor
 
 SCHEME = 2
 _SAMPLE = 1024  # values per tensor that enter the hash
+_LEGACY_SAMPLE = 1024  # values per tensor in the fingerprints of older versions
 
 
 def fingerprint(tensors: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -54,6 +55,22 @@ def same_weights(saved: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> boo
     if saved.get("scheme") == SCHEME:
         now = fingerprint(tensors)
         return all(now[k] == saved[k] for k in ("tensors", "numel", "sample_sha256"))
-    from atlas.checkpoint import compat  # older fingerprints: rarely needed, heavier module
+    return legacy_fingerprint_matches(saved, tensors)
 
-    return compat.legacy_fingerprint_matches(saved, tensors)
+
+def legacy_fingerprint_matches(saved: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> bool:
+    """Fingerprints written before `fingerprint.SCHEME` 2, so older run directories and exports
+    keep loading: checkpoints hashed float32 samples ("sample_sha256"); exports summed the
+    absolute values of a sample per backbone ("abs_sum", within a relative 1e-3)."""
+    h, numel, total = hashlib.sha256(), 0, 0.0
+    for key in sorted(tensors):
+        flat = tensors[key].detach().reshape(-1)
+        numel += flat.numel()
+        stride = max(1, flat.numel() // _LEGACY_SAMPLE)
+        total += float(flat[::stride].double().abs().sum())
+        h.update(f"{key}:{tuple(tensors[key].shape)}:".encode())
+        h.update(flat[::stride][:_LEGACY_SAMPLE].float().cpu().numpy().tobytes())
+    if "abs_sum" in saved:
+        scale = max(abs(saved["abs_sum"]), 1e-12)
+        return numel == saved["numel"] and abs(total - saved["abs_sum"]) / scale <= 1e-3
+    return h.hexdigest() == saved.get("sample_sha256")

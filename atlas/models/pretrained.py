@@ -16,7 +16,7 @@ keeps an export of the full model at the size of its trainable part (tens of MB 
 4.8 GB of VGGT-1B plus 13.5 GB of LLaMA-2-7B), which matters because the trainer exports `best/`
 at every improvement. include_frozen_backbones=True writes everything (an export that no longer
 needs the VGGT checkpoint file); a language model dropped by `release_model()` is left out in any
-case. The metadata also holds a fingerprint (`atlas.checkpoint.fingerprint`, the scheme
+case. The metadata also holds a fingerprint (`atlas.models.fingerprint`, the scheme
 checkpoints use too) of every left-out backbone.
 
 Loading (`AtlasVLAPolicy.from_pretrained`: `read_export`, build, `load_export_weights`) builds the
@@ -40,11 +40,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from atlas.checkpoint.fingerprint import fingerprint, same_weights
 from atlas.config.loader import to_dict
 from atlas.data.normalization import Normalizer
 from atlas.models.config import PolicyConfig, read_policy_config
 from atlas.models.detached import DetachedVGGT
+from atlas.models.fingerprint import fingerprint, same_weights
 from atlas.models.geometry import upgrade_state_dict
 from atlas.models.vggt import load_vggt_state_dict
 
