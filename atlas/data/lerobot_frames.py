@@ -111,7 +111,11 @@ class VideoDecoder:
 
     def _seek(self, time: float) -> None:
         tb = self.stream.time_base
-        target = int((time - self.half) / tb) if tb else 0
+        # The last keyframe at or before a quarter frame past `time`: the frame at `time` itself
+        # when it is a keyframe (within rounding of the stored timestamps), and never the next
+        # frame (half a frame further). Seeking to `time` minus the tolerance instead landed one
+        # GOP early for every keyframe target: 2.4 decodes per read instead of 1.5 (GOP 2).
+        target = int((time + 0.5 * self.half) / tb) if tb else 0
         try:
             self.container.seek(max(target, 0), stream=self.stream, backward=True)
         except Exception as e:  # noqa: BLE001
