@@ -54,6 +54,10 @@ class GeometryConfig:
     use_point_features: bool = False  # PointNet over world points
     point_source: Literal["depth", "point_head"] = "depth"  # unprojected depth or point head
     use_camera_pose: bool = False  # embed the camera head's pose encoding
+    # > 0: a small trainable CNN reads the pixels and adds one token per frame holding this many
+    # learned keypoints (spatial softmax, atlas.models.keypoints): pixel-precise positions where
+    # the patch tokens of a small or untrained VGGT are too coarse. 0: off.
+    keypoints: int = 0
 
 
 @dataclass
@@ -302,6 +306,13 @@ class AtlasConfig:
                 "data.use_feature_cache",
                 "needs a frozen backbone (model.vggt.freeze: true)",
             ),
+            (
+                d.use_feature_cache and m.geometry.keypoints > 0,
+                "model.geometry.keypoints",
+                "reads the images, which a feature cache does not hold: set it to 0 or "
+                "data.use_feature_cache: false",
+            ),
+            (m.geometry.keypoints < 0, "model.geometry.keypoints", "must be >= 0 (0: off)"),
             (
                 d.use_feature_cache and not m.language_encoder.freeze,
                 "data.use_feature_cache",

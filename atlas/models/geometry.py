@@ -20,7 +20,9 @@ Two stages, split where the parameters start so a frozen backbone's output can b
    each switchable in `GeometryConfig`:
    a PointNet over world points (from depth unprojected with the predicted camera, or from the
    point head), max-pooled into the same k x k cells and added to the patch tokens; and a
-   camera-pose token per frame embedding VGGT's 9-value pose encoding.
+   camera-pose token per frame embedding VGGT's 9-value pose encoding; and a keypoint token per
+   frame (`keypoints`: a small CNN on the pixels, spatial softmax, atlas.models.keypoints), which
+   reads the frames themselves under "pixels" [B, S, 3, H, W] in [0, 1].
 
 `extract_vggt_features` runs only the parts of VGGT these options need.
 """
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atlas.config.schema import GeometryConfig
+from atlas.models.keypoints import KeypointEncoder
 from atlas.models.vggt.camera import pose_encoding_to_extri_intri, unproject_depth_to_world_points
 from atlas.models.vggt.model import VGGT
 
@@ -170,7 +173,8 @@ class GeometryEncoder(nn.Module):
         self.cfg = cfg
         self.num_cameras, self.history = num_cameras, history
         self.num_special = num_special if cfg.keep_special_tokens else 0
-        self.tokens_per_frame = self.num_special + cfg.tokens_per_frame + int(cfg.use_camera_pose)
+        extra = int(cfg.use_camera_pose) + int(cfg.keypoints > 0)
+        self.tokens_per_frame = self.num_special + cfg.tokens_per_frame + extra
         # The affine of one LayerNorm per layer (their normalisation happened in stage 1).
         self.norm_weight = nn.Parameter(torch.ones(vggt_dim * num_layers))
         self.norm_bias = nn.Parameter(torch.zeros(vggt_dim * num_layers))
@@ -182,6 +186,7 @@ class GeometryEncoder(nn.Module):
             if cfg.use_camera_pose
             else None
         )
+        self.keypoints = KeypointEncoder(cfg.keypoints, dim) if cfg.keypoints > 0 else None
         self.slot_embed = nn.Parameter(torch.zeros(self.tokens_per_frame, dim))
         # Rows [history steps | cameras]; a frame's embedding is its step's row plus its camera's.
         # One parameter, not two: two parameters fed by the broadcast sum of their views would
@@ -194,7 +199,8 @@ class GeometryEncoder(nn.Module):
         nn.init.trunc_normal_(self.frame_embed[:history], std=0.02)
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        """inputs from `backbone_inputs` -> [B, S * T, dim]; frame s = h * num_cameras + c."""
+        """inputs from `backbone_inputs` (+ "pixels" with keypoints) -> [B, S * T, dim]; frame
+        s = h * num_cameras + c."""
         x = inputs["tokens"].to(self.proj.weight.dtype)
         B, S = x.shape[:2]
         x = self.proj(x * self.norm_weight + self.norm_bias)  # [B, S, T0, dim]
@@ -204,6 +210,8 @@ class GeometryEncoder(nn.Module):
         if self.pose is not None:
             pose = self.pose(inputs["pose_enc"].to(x.dtype)).unsqueeze(2)  # [B, S, 1, dim]
             x = torch.cat([x, pose], dim=2)
+        if self.keypoints is not None:
+            x = torch.cat([x, self.keypoints(inputs["pixels"])], dim=2)
         x = x + self.slot_embed + self._frame_embed(S)
         return x.reshape(B, S * self.tokens_per_frame, -1)
 

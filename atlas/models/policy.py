@@ -178,7 +178,10 @@ class AtlasVLAPolicy(nn.Module):
         }
         if cached and not c.vggt.freeze:
             raise ValueError("cached VGGT features (vggt_* batch keys) need model.vggt.freeze")
-        geometry = self.geometry(cached or self.backbone_features(batch["images"]))
+        inputs = cached or self.backbone_features(batch["images"])
+        if c.geometry.keypoints:  # the keypoint branch reads the pixels themselves
+            inputs = {**inputs, "pixels": batch["images"].to(device, non_blocking=True) / 255.0}
+        geometry = self.geometry(inputs)
         language = self._language(batch, device)
         queries = self.fusion(geometry, language)
         proprio = batch.get("proprio") if c.action_head.use_proprio else None

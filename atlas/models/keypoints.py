@@ -1,0 +1,73 @@
+"""Pixel keypoints: where things are in each frame, at pixel precision, as one token per frame.
+
+VGGT describes a frame by its patch tokens: 14 x 14 pixels each, so at the 56 px of the CPU
+recipes a frame is a 4 x 4 grid whose cells span a quarter of the scene. That is enough to tell
+what is in the scene, not where an object is to the centimetre a grasp needs; a pretrained
+VGGT-1B encodes sub-patch positions in its features, a randomly initialised tiny one does not
+(measured in docs/BENCHMARKS.md). This branch is the standard visuomotor answer (Levine et al.
+2016, "End-to-End Training of Deep Visuomotor Policies"; robomimic's and Diffusion Policy's
+spatial softmax): a small trainable CNN whose K feature maps each become the expected (x, y) of
+their activation (a spatial softmax), i.e. K learned keypoints in image coordinates. Positions are
+then explicit inputs, which a policy learns to use in hundreds of steps rather than tens of
+thousands.
+
+    frames [B, S, 3, H, W] in [0, 1] -> CNN (stride 4) -> K maps -> spatial softmax
+        -> [B, S, 2K] keypoints in [-1, 1] -> MLP -> [B, S, 1, dim] (one token per frame)
+
+Switched on by `model.geometry.keypoints: K` (0: off). It reads the pixels the policy is given,
+so it needs the images in every batch (not a VGGT feature cache; checked in the config).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps [N, K, h, w] -> expected (x, y) of each map under its softmax, [N, 2K].
+
+    A learned temperature (log scale, one for all maps) lets the maps sharpen into points.
+    Coordinates are in [-1, 1], x to the right and y downwards in the given image.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, maps: Tensor) -> Tensor:
+        n, k, h, w = maps.shape
+        weights = (maps.flatten(2) / self.log_temperature.exp()).softmax(-1).view(n, k, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+        x = (weights.sum(2) * xs).sum(-1)  # marginal over rows, then the mean column
+        y = (weights.sum(3) * ys).sum(-1)
+        return torch.stack([x, y], dim=-1).flatten(1)
+
+
+class KeypointEncoder(nn.Module):
+    """frames [B, S, 3, H, W] in [0, 1] -> one token per frame [B, S, 1, dim] (module doc)."""
+
+    def __init__(self, num_keypoints: int, dim: int, width: int = 32) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, width, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, num_keypoints, 3, padding=1),
+        )
+        self.softmax = SpatialSoftmax()
+        self.embed = nn.Sequential(
+            nn.Linear(2 * num_keypoints, dim), nn.GELU(), nn.Linear(dim, dim)
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, S = frames.shape[:2]
+        weight = self.cnn[0].weight
+        x = frames.flatten(0, 1).to(weight.dtype) - 0.5  # centred pixels
+        points = self.softmax(self.cnn(x))  # [B*S, 2K]
+        return self.embed(points).view(B, S, 1, -1)
+
+
+__all__ = ["KeypointEncoder", "SpatialSoftmax"]
