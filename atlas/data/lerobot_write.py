@@ -224,7 +224,9 @@ class _VideoFile:
         """Encode uint8 [T, h, w, 3]; returns the episode's videos/<key>/... columns."""
         import av
 
-        if self.container is None or self.bytes > limit:
+        # ">=": a limit of 0 puts every episode in its own file whatever the encoder has emitted
+        # yet (its lookahead holds back a different number of frames on 1 core and on 2).
+        if self.container is None or self.bytes >= limit:
             self._open(images.shape[1:3])
         start = self.frames / self.fps
         for image in images:

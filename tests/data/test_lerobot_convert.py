@@ -124,7 +124,7 @@ def test_many_files_read_like_one(suite: Path, converted: dict[str, Path], tmp_p
     split = convert_to_lerobot(suite, tmp_path / "split", data_file_mb=0, video_file_mb=0)
     data = sorted(p.name for p in (split / "data" / "chunk-000").iterdir())
     videos = list((split / "videos" / "observation.images.image" / "chunk-000").iterdir())
-    assert len(data) == 4 and len(videos) > 1  # the encoder emits bytes with some delay
+    assert len(data) == 4 and len(videos) == 4  # one file per episode, on any number of cores
     one, _, _ = build_datasets(_cfg("lerobot", converted["video"], "vflip"))
     many, _, _ = build_datasets(_cfg("lerobot", split, "vflip"))
     keys = list(range(0, len(one), 5))
