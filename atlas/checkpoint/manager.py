@@ -58,7 +58,7 @@ from atlas.checkpoint.compat import (
     seed_change,
 )
 from atlas.checkpoint.layout import CheckpointError, CorruptCheckpointError
-from atlas.checkpoint.resume import load_weights, on_main, resolve_resume
+from atlas.checkpoint.resume import load_weights, resolve_resume, run_on_rank0_and_broadcast
 from atlas.checkpoint.state import Stateful, TrainProgress
 from atlas.checkpoint.weights import (
     check_frozen,
@@ -144,7 +144,7 @@ class CheckpointManager:
                 layout.verify(path)
             screen(path, extra)
 
-        on_main(self.dist, check)
+        run_on_rank0_and_broadcast(self.dist, check)
         meta = layout.read_json(path / layout.META)
         old = BatchSplit.from_dict(meta["batch"])
         new = BatchSplit.of(self.cfg, self.dist.world_size)
@@ -227,17 +227,17 @@ class CheckpointManager:
             if getattr(obj, "per_rank_state", False)
         }
         target = self.save_dir / layout.ckpt_name(progress.step)
-        tmp = on_main(self.dist, lambda: self._begin(target))
+        tmp = run_on_rank0_and_broadcast(self.dist, lambda: self._begin(target))
         if tmp is None:
             return target  # this process saved this very state already (interval, then final)
         if self._owner is not None:
             self._owner.save_state(tmp, self.model)  # a collective: every rank writes its shards
             barrier()  # every shard is on disk before rank 0 checksums them
-        on_main(self.dist, lambda: self._finish(tmp, target, gathered, reason))
+        run_on_rank0_and_broadcast(self.dist, lambda: self._finish(tmp, target, gathered, reason))
         log.info(
             "Saved checkpoint %s (%s, %.1fs)", target, reason.value, time.perf_counter() - start
         )
-        on_main(self.dist, lambda: self._prune(target))
+        run_on_rank0_and_broadcast(self.dist, lambda: self._prune(target))
         return target
 
     def _begin(self, target: Path) -> Path | None:
@@ -323,7 +323,7 @@ class CheckpointManager:
         """`<save_dir>/<dir_name>` (best/, final/) via `policy.save_pretrained`, atomically."""
         # Sharded strategies gather the full weights first: a collective on every rank.
         full = self.strategy.export_state_dict(self.model) if self.strategy is not None else None
-        return on_main(self.dist, lambda: self._write_export(dir_name, full))
+        return run_on_rank0_and_broadcast(self.dist, lambda: self._write_export(dir_name, full))
 
     def _write_export(self, dir_name: str, full: dict[str, torch.Tensor] | None) -> Path:
         target = self.save_dir / dir_name

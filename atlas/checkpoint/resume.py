@@ -2,7 +2,8 @@
 
 Both are decided before the trainer builds its optimizer (weights are loaded into the plain
 policy, before a strategy wraps or shards it), so they are functions, not manager methods.
-Every rank calls them; rank 0 reads the disk and tells the others (`on_main`).
+Every rank calls them; rank 0 reads the disk and broadcasts what it found to the others
+(`run_on_rank0_and_broadcast`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def resolve_resume(cfg: AtlasConfig, dist: DistInfo) -> Path | None:
     spec = cfg.checkpoint.resume
     if spec is None:
         return None
-    return on_main(dist, lambda: _resolve(spec, Path(cfg.checkpoint.save_dir)))
+    return run_on_rank0_and_broadcast(dist, lambda: _resolve(spec, Path(cfg.checkpoint.save_dir)))
 
 
 def _resolve(spec: str, save_dir: Path) -> Path | None:
@@ -75,7 +76,7 @@ def load_weights(path: str | Path, model: nn.Module, dist: DistInfo | None = Non
     """`checkpoint.load_from` (and `atlas eval`): weights only, from an iter_N directory, an
     export (best/, final/), a run directory (its newest checkpoint) or a .safetensors file.
     Optimizer, schedule and counters stay fresh; mismatched keys are skipped and reported."""
-    source = on_main(dist or DistInfo(), lambda: _weights_source(Path(path)))
+    source = run_on_rank0_and_broadcast(dist or DistInfo(), lambda: _weights_source(Path(path)))
     load_weights_only(source, unwrap(model))
 
 
@@ -89,8 +90,16 @@ def _weights_source(path: Path) -> Path:
     return source
 
 
-def on_main(dist: DistInfo, fn: Callable[[], T]) -> T:
-    """Run `fn` on rank 0 only; every rank gets its result, or raises if it failed."""
+def run_on_rank0_and_broadcast(dist: DistInfo, fn: Callable[[], T]) -> T:
+    """A collective: EVERY rank must call it, at the same point. Rank 0 runs `fn`; its result
+    (which must pickle) is broadcast, so every rank returns the same value. If `fn` raises on
+    rank 0, rank 0 raises that exception and every other rank a CheckpointError with its message
+    (sent as text: an exception need not pickle), so all ranks fail together instead of the
+    others waiting in the next collective.
+
+    A rank that skips the call leaves the others blocked in the broadcast; `fn` itself must not
+    call collectives (only rank 0 runs it). Single process: just `fn()`.
+    """
     value: Any = None
     error: BaseException | None = None
     if dist.is_main:
