@@ -142,7 +142,7 @@ class BuildResult:
 
 def build_feature_cache(
     cfg: AtlasConfig,
-    info: DistInfo,
+    dist: DistInfo,
     *,
     shard_size: int = 256,
     batch_size: int | None = None,
@@ -156,28 +156,28 @@ def build_feature_cache(
     start = time.perf_counter()
     k = num_variants(cfg)
     seed_everything(cfg.training.seed)
-    with main_process_first(info):
+    with main_process_first(dist):
         train, val, normalizer = build_datasets(cfg)
     splits = _splits(train, val)
-    inputs = key_for(cfg, splits, info.device)
+    inputs = key_for(cfg, splits, dist.device)
     writer = StoreWriter(cache_root(cfg), inputs, digest(inputs))
     if writer.complete:
         log.info("feature cache %s is complete: nothing to do", writer.dir)
         return BuildResult(writer.dir, True, 0, 0.0, 0.0, _stored_bytes(writer.dir))
-    policy = _frozen_policy(cfg, normalizer, info.device)
-    if info.is_main:
+    policy = _frozen_policy(cfg, normalizer, dist.device)
+    if dist.is_main:
         writer.write_language(train.tasks, _language_table(policy, train.tasks))
     policy.cache_instructions(train.tasks, release=True)  # the LM is not needed any more
     variants = {"train": k, "val": 1}  # validation is never augmented
     jobs = {}
     for name, ds in splits.items():
         ranges = shard_ranges(name, len(ds), shard_size)
-        jobs[name] = (ds, writer.pending(ranges, info.rank, info.world_size), variants[name])
+        jobs[name] = (ds, writer.pending(ranges, dist.rank, dist.world_size), variants[name])
     loop_start = time.perf_counter()
-    done = _run_jobs(writer, jobs, policy, cfg, info, batch_size or cfg.data.batch_size, progress)
+    done = _run_jobs(writer, jobs, policy, cfg, dist, batch_size or cfg.data.batch_size, progress)
     compute = time.perf_counter() - loop_start
     barrier()
-    if info.is_main:
+    if dist.is_main:
         sizes = {n: (len(ds), variants[n], shard_size) for n, ds in splits.items()}
         writer.finalize(sizes, {"store_dtype": cfg.data.cache_dtype})
         log.info("feature cache complete: %s", writer.dir)
@@ -217,15 +217,15 @@ def _run_jobs(
     jobs: dict[str, tuple[LiberoDataset, list[ShardRange], int]],
     policy: AtlasVLAPolicy,
     cfg: AtlasConfig,
-    info: DistInfo,
+    dist: DistInfo,
     batch_size: int,
     progress: bool,
 ) -> int:
     """Fill this rank's shards; jobs = {split: (dataset, pending shards, K)}. Returns the count
     of (sample, variant) pairs computed."""
     total = sum(r.size * k for _, ranges, k in jobs.values() for r in ranges)
-    bar = tqdm(total=total, desc="features", unit="sample", disable=not (progress and info.is_main))
-    autocast = resolve_precision(cfg.training.mixed_precision, info.device).autocast
+    bar = tqdm(total=total, desc="features", unit="sample", disable=not (progress and dist.is_main))
+    autocast = resolve_precision(cfg.training.mixed_precision, dist.device).autocast
     dtype = STORE_DTYPES[cfg.data.cache_dtype]
     for dataset, ranges, k in jobs.values():
         shard: ShardWriter | None = None

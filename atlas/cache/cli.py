@@ -78,10 +78,10 @@ def _check(cfg: AtlasConfig) -> int:
     from atlas.data import build_datasets
     from atlas.distributed.env import init_distributed
 
-    info = init_distributed(device=None)
+    dist = init_distributed(device=None)
     train, val, _ = build_datasets(cfg)
     try:
-        cached, _ = open_cached_datasets(cfg, train, val, info.device)
+        cached, _ = open_cached_datasets(cfg, train, val, dist.device)
     except CacheMissError as e:
         sys.stdout.write(f"miss: {e}\n")
         return 1
@@ -93,18 +93,18 @@ def _build(cfg: AtlasConfig, args: argparse.Namespace) -> int:
     from atlas.cache.build import build_feature_cache
     from atlas.distributed.env import init_distributed, teardown_distributed
 
-    info = init_distributed(cfg.training.dist_timeout_minutes)
+    dist = init_distributed(cfg.training.dist_timeout_minutes)
     try:
         result = build_feature_cache(
             cfg,
-            info,
+            dist,
             shard_size=args.shard_size,
             batch_size=args.batch_size,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
     finally:
         teardown_distributed()
-    if info.is_main:
+    if dist.is_main:
         rate = result.samples / result.compute_seconds if result.compute_seconds else 0.0
         sys.stdout.write(
             f"{'hit' if result.hit else 'built'}: {result.directory} "

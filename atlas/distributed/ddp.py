@@ -26,15 +26,15 @@ from torch.nn.parallel import DistributedDataParallel
 from atlas.distributed.env import DistInfo
 
 
-def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
-    """DistributedDataParallel over `model` (already on `info.device`); identity for one process.
+def wrap_ddp(model: nn.Module, dist: DistInfo) -> nn.Module:
+    """DistributedDataParallel over `model` (already on `dist.device`); identity for one process.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from the
     same weights even if their initial RNG differed.
     """
-    if not info.distributed:
+    if not dist.distributed:
         return model
-    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    device_ids = [dist.device.index] if dist.device.type == "cuda" else None
     # find_unused_parameters=False: the policy's forward uses every trainable parameter; DDP
     # raises a clear error naming the parameter if that ever stops being true.
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 from atlas.config.schema import AtlasConfig
@@ -110,14 +110,14 @@ def deepspeed_config(
     return config
 
 
-def _ensure_process_group(info: DistInfo) -> None:
+def _ensure_process_group(dist: DistInfo) -> None:
     """DeepSpeed needs a process group even for one process: make a world of one in memory."""
     # The engine reads LOCAL_RANK itself; torchrun sets it, `python atlas/train.py` does not.
-    os.environ.setdefault("LOCAL_RANK", str(info.local_rank))
-    if dist.is_initialized():
+    os.environ.setdefault("LOCAL_RANK", str(dist.local_rank))
+    if torch_dist.is_initialized():
         return
-    backend = "nccl" if info.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    backend = "nccl" if dist.device.type == "cuda" else "gloo"
+    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
 
 
 @register_strategy("deepspeed")
@@ -137,35 +137,35 @@ class DeepSpeedStrategy(Strategy):
     def load_weights(cls, directory: Path, model: nn.Module) -> list[str]:
         return load_model_weights(directory, model)
 
-    def __init__(self, cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> None:
-        super().__init__(cfg, info, precision)
+    def __init__(self, cfg: AtlasConfig, dist: DistInfo, precision: str = "fp32") -> None:
+        super().__init__(cfg, dist, precision)
         if precision == "fp16":
             raise ValueError(
                 "training.strategy=deepspeed with fp16: DeepSpeed's fp16 mode casts the whole "
                 "policy to fp16 and fp16 autocast needs a loss scaler it does not share; use "
                 "training.mixed_precision=bf16 (or fp32), or training.strategy=fsdp2 / ddp"
             )
-        self.deepspeed = import_deepspeed(info.device)
+        self.deepspeed = import_deepspeed(dist.device)
         self.engine: Any = None
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         super().prepare(model, optimizer)
-        _ensure_process_group(self.info)
-        world = dist.get_world_size()
-        config = deepspeed_config(self.cfg, world, self.info.device, self.precision)
+        _ensure_process_group(self.dist)
+        world = torch_dist.get_world_size()
+        config = deepspeed_config(self.cfg, world, self.dist.device, self.precision)
         engine, *_ = self.deepspeed.initialize(
             model=model, optimizer=optimizer, config=config, dist_init_required=False
         )
         self.engine = engine
         log.info(
             "DeepSpeed %s ZeRO stage 2 over %d ranks (micro-batch %d, accumulation %d)",
-            self.deepspeed.__version__, dist.get_world_size(),
+            self.deepspeed.__version__, torch_dist.get_world_size(),
             config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
         )  # fmt: skip
         return engine
 
     def build_scaler(self, enabled: bool) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler(self.info.device.type, enabled=False)  # fp16 is refused
+        return torch.amp.GradScaler(self.dist.device.type, enabled=False)  # fp16 is refused
 
     def zero_grad(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Nothing: the engine zeroes the gradient partitions after each optimizer step."""
@@ -210,10 +210,11 @@ class DeepSpeedStrategy(Strategy):
                 "with another training.strategy? use checkpoint.load_from for the weights)"
             )
         shards = sorted(directory.glob(OPTIM_GLOB))
-        if len(shards) != dist.get_world_size():
+        world = torch_dist.get_world_size()
+        if len(shards) != world:
             raise ValueError(
                 f"{directory} has {len(shards)} ZeRO-2 optimizer shards but this job has "
-                f"{dist.get_world_size()} ranks: resume with the same number of GPUs, convert "
+                f"{world} ranks: resume with the same number of GPUs, convert "
                 "it with DeepSpeed's ds_to_universal.py, or restart from the weights "
                 "(checkpoint.load_from)"
             )

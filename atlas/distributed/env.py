@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1 or dist.is_initialized()
+        return self.world_size > 1 or torch_dist.is_initialized()
 
     @property
     def is_main(self) -> bool:
@@ -50,42 +50,42 @@ def init_distributed(timeout_minutes: int = 30, device: str | None = None) -> Di
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not torch_dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
         timeout = datetime.timedelta(minutes=timeout_minutes)
         kwargs: dict[str, Any] = {"device_id": dev} if use_cuda else {}
-        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+        torch_dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
 def teardown_distributed() -> None:
     """Destroy the process group if one exists (also called on errors)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar metrics across ranks (identity for a single process)."""
-    if not (dist.is_available() and dist.is_initialized()) or not values:
+    if not (torch_dist.is_available() and torch_dist.is_initialized()) or not values:
         return dict(values)
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= dist.get_world_size()
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+    t /= torch_dist.get_world_size()
     return dict(zip(keys, t.tolist()))
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Send a picklable object from `src` to every rank (identity for a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    torch_dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -94,10 +94,10 @@ def all_gather_object(obj: Any) -> list[Any]:
 
     Used by the checkpoint manager to collect each rank's RNG state into one file.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    out: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(out, obj)
     return out
 
 
@@ -106,8 +106,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
     Used for exact dataset-wide metrics: ranks reduce sums and counts, never means of means.
     """
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor
 
 
@@ -117,22 +117,22 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     Every rank must call it at the same point; the answer is the same everywhere, so the ranks
     take the same branch afterwards and never wait on a collective the others skipped.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
 
 @contextlib.contextmanager
-def main_process_first(info: DistInfo) -> Iterator[None]:
+def main_process_first(dist: DistInfo) -> Iterator[None]:
     """Run the body on rank 0 first, then on the other ranks (one barrier on every rank).
 
     For work with side effects on shared files (generating the synthetic dataset, computing
     normalization statistics): rank 0 writes them, the others then read what it wrote.
     """
-    if not info.is_main:
+    if not dist.is_main:
         barrier()
     yield
-    if info.is_main:
+    if dist.is_main:
         barrier()

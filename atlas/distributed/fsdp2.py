@@ -297,7 +297,7 @@ class FSDP2Strategy(Strategy):
         # rank would skip a step the others take. One process: nothing is sharded.
         if not _distributed():
             return super().build_scaler(enabled)
-        return ShardedGradScaler(device=self.info.device.type, enabled=enabled)
+        return ShardedGradScaler(device=self.dist.device.type, enabled=enabled)
 
     def gathered(self, model: nn.Module) -> AbstractContextManager[None]:
         return gathered_params(model, self.cfg.training.fsdp.reshard_after_forward)

@@ -81,14 +81,14 @@ class Strategy:
     # save_state format); None: the checkpoint manager's own model.safetensors.
     weights_file: ClassVar[str | None] = None
 
-    def __init__(self, cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> None:
-        self.cfg, self.info, self.precision = cfg, info, precision
+    def __init__(self, cfg: AtlasConfig, dist: DistInfo, precision: str = "fp32") -> None:
+        self.cfg, self.dist, self.precision = cfg, dist, precision
         self.optimizer: torch.optim.Optimizer | None = None  # set by prepare()
 
     # -- building ----------------------------------------------------------------------------
 
     def wrap(self, policy: nn.Module) -> nn.Module:
-        """The module the trainer calls (`policy` already on `info.device`)."""
+        """The module the trainer calls (`policy` already on `dist.device`)."""
         return policy
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
@@ -101,7 +101,7 @@ class Strategy:
 
     def build_scaler(self, enabled: bool) -> torch.amp.GradScaler:
         """The loss scaler; `enabled` only for fp16 (a disabled one is a checkpointable no-op)."""
-        return torch.amp.GradScaler(self.info.device.type, enabled=enabled)
+        return torch.amp.GradScaler(self.dist.device.type, enabled=enabled)
 
     # -- the train step ------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class DDPStrategy(Strategy):
     model.safetensors + optimizer.pt (the state is the same on every rank)."""
 
     def wrap(self, policy: nn.Module) -> nn.Module:
-        return wrap_ddp(policy, self.info)
+        return wrap_ddp(policy, self.dist)
 
     def micro_batch(self, model: nn.Module, last: bool) -> AbstractContextManager[None]:
         return maybe_no_sync(model, skip_sync=not last)
@@ -205,15 +205,15 @@ def strategy_class(name: str) -> type[Strategy]:
     return STRATEGIES[name]
 
 
-def build_strategy(cfg: AtlasConfig, info: DistInfo, precision: str = "fp32") -> Strategy:
+def build_strategy(cfg: AtlasConfig, dist: DistInfo, precision: str = "fp32") -> Strategy:
     """The `Strategy` for `training.strategy`; imports its module (and engine) on first use."""
     name = cfg.training.strategy
     if name not in _MODULES:
         raise ValueError(
             f"training.strategy={name!r}: unknown (available: {', '.join(available_strategies())})"
         )
-    strategy = strategy_class(name)(cfg, info, precision)
-    log.info("Parallelism strategy: %s (world size %d)", name, info.world_size)
+    strategy = strategy_class(name)(cfg, dist, precision)
+    log.info("Parallelism strategy: %s (world size %d)", name, dist.world_size)
     return strategy
 
 

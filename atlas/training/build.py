@@ -25,16 +25,16 @@ from atlas.models.policy import AtlasVLAPolicy, build_policy
 log = logging.getLogger(__name__)
 
 
-def log_banner(info: DistInfo) -> None:
+def log_banner(dist: DistInfo) -> None:
     """The start banner, one message so its lines stay together (as the documents show it)."""
     log.info(
         "Training setup:\n  Distributed: %s\n  World size: %d\n  Rank: %d, Local rank: %d\n"
         "  Device: %s",
-        info.distributed,
-        info.world_size,
-        info.rank,
-        info.local_rank,
-        info.device,
+        dist.distributed,
+        dist.world_size,
+        dist.rank,
+        dist.local_rank,
+        dist.device,
     )
 
 
@@ -50,24 +50,24 @@ class TrainingData:
     val_loader: DataLoader | None
 
 
-def build_training_data(cfg: AtlasConfig, info: DistInfo) -> TrainingData:
+def build_training_data(cfg: AtlasConfig, dist: DistInfo) -> TrainingData:
     """Datasets (rank 0 first: it may generate the synthetic set or write statistics) + loaders.
 
     Training batches come from a `ResumableSampler` (distributed, reshuffled per epoch, able to
     start mid-epoch). Validation is sharded without padding (rank r takes every world_size-th
     sample), so each held-out sample is counted exactly once in the reduced metrics.
     """
-    with main_process_first(info):
+    with main_process_first(dist):
         train_set, val_set, normalizer = build_datasets(cfg)
     if cfg.data.use_feature_cache:  # same indexing, backbone outputs read from `atlas cache`
-        train_set, val_set = open_cached_datasets(cfg, train_set, val_set, info.device)
+        train_set, val_set = open_cached_datasets(cfg, train_set, val_set, dist.device)
     sampler = ResumableSampler(
-        len(train_set), info, shuffle=True, seed=cfg.training.seed, drop_last=False
+        len(train_set), dist, shuffle=True, seed=cfg.training.seed, drop_last=False
     )
     train_loader = build_dataloader(train_set, cfg, sampler, train=True)
     val_loader = None
     if val_set is not None and len(val_set) > 0:
-        shard = list(range(info.rank, len(val_set), info.world_size))
+        shard = list(range(dist.rank, len(val_set), dist.world_size))
         val_loader = build_dataloader(val_set, cfg, shard, train=False)
     log.info(
         "Data: %d train samples, %d validation samples, %d tasks",

@@ -41,10 +41,10 @@ class FiniteGuard:
         fresh = ~finite & (self.first_bad < 0)
         self.first_bad = torch.where(fresh, torch.full_like(self.first_bad, step), self.first_bad)
 
-    def check(self, info: DistInfo, run_dir: Path) -> None:
+    def check(self, dist: DistInfo, run_dir: Path) -> None:
         """Raise FloatingPointError (exit 1) if a recorded step was bad, on any rank."""
         first = self.first_bad
-        if info.distributed:  # every rank stops at the same point, with the same message
+        if dist.distributed:  # every rank stops at the same point, with the same message
             first = first.clone()
             torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MAX)
         loss_step, grad_step = (int(v) for v in first.tolist())

@@ -31,9 +31,9 @@ ROLLOUT_IMAGE_SIZE = 128  # the camera resolution of LIBERO's demonstrations
 class TrainingRollouts:
     """Runs the in-training rollouts; a no-op when `eval.rollout_interval` is 0."""
 
-    def __init__(self, cfg: AtlasConfig, info: DistInfo, env_factory: Any = None) -> None:
+    def __init__(self, cfg: AtlasConfig, dist: DistInfo, env_factory: Any = None) -> None:
         """`env_factory`: the LIBERO simulator by default; tests inject a fake one."""
-        self.cfg, self.info, self.env_factory = cfg, info, env_factory
+        self.cfg, self.dist, self.env_factory = cfg, dist, env_factory
         self.interval = cfg.eval.rollout_interval
         if self.interval > 0 and env_factory is None:
             require_simulator()  # at start-up, not hours into the run
@@ -51,7 +51,7 @@ class TrainingRollouts:
         """
         summary = None
         with gathered, torch.random.fork_rng(devices=[]):  # leave the training RNG untouched
-            if self.info.is_main:
+            if self.dist.is_main:
                 summary = self._rollout(step, policy)
             barrier()
         return broadcast_object(summary)

@@ -61,13 +61,13 @@ class RunTracker:
     def __init__(
         self,
         cfg: AtlasConfig,
-        info: DistInfo,
+        dist: DistInfo,
         *,
         total_steps: int,
         start_step: int,
         progress: bool,
     ) -> None:
-        self.enabled = info.is_main
+        self.enabled = dist.is_main
         self.run_dir = Path(cfg.checkpoint.save_dir)
         self.total_steps = total_steps
         self._tb: Any = None

@@ -68,21 +68,21 @@ def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
     The process group is destroyed on every exit path. An exception propagates (non-zero exit):
     torchrun then stops the other workers, see atlas/distributed/ddp.py for why nobody hangs.
     """
-    info = init_distributed(cfg.training.dist_timeout_minutes)
+    dist = init_distributed(cfg.training.dist_timeout_minutes)
     try:
         check_inputs(cfg)  # every path the run reads, before the run directory is created
         # One writer per run directory: locked before anything (even the log) is written there.
-        with run_dir_lock(cfg.checkpoint.save_dir, info):
-            setup_logging(info.rank, cfg.checkpoint.save_dir)
-            log_banner(info)
-            trainer = Trainer(cfg, info, progress=progress)
+        with run_dir_lock(cfg.checkpoint.save_dir, dist):
+            setup_logging(dist.rank, cfg.checkpoint.save_dir)
+            log_banner(dist)
+            trainer = Trainer(cfg, dist, progress=progress)
             try:
                 return trainer.fit()
             finally:
                 trainer.close()
     except BaseException as e:
         if not isinstance(e, (*user_errors(), FloatingPointError)):  # those: one line, by the CLI
-            log.exception("Training stopped by an error on rank %d", info.rank)
+            log.exception("Training stopped by an error on rank %d", dist.rank)
         raise
     finally:
         teardown_distributed()
@@ -91,23 +91,23 @@ def run_training(cfg: AtlasConfig, *, progress: bool = True) -> dict[str, Any]:
 class Trainer:
     """Everything one training run holds; `fit()` runs it to the end (or to a preemption)."""
 
-    def __init__(self, cfg: AtlasConfig, info: DistInfo, *, progress: bool = True) -> None:
+    def __init__(self, cfg: AtlasConfig, dist: DistInfo, *, progress: bool = True) -> None:
         self.created = time.perf_counter()
         t = cfg.training
-        self.cfg, self.info, self.device = cfg, info, info.device
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.run_dir = Path(cfg.checkpoint.save_dir)
         check_wandb(cfg)
         if t.cpu_threads is not None:
             torch.set_num_threads(t.cpu_threads)
         seed_everything(t.seed)
-        self.data = build_training_data(cfg, info)
+        self.data = build_training_data(cfg, dist)
         self.policy = build_model(cfg, self.data.normalizer, self.device)
         self.policy.cache_instructions(self.data.train_set.tasks)
         self.precision = resolve_precision(t.mixed_precision, self.device)
-        self.strategy = build_strategy(cfg, info, self.precision.name)
-        resume = resolve_resume(cfg, info)
+        self.strategy = build_strategy(cfg, dist, self.precision.name)
+        resume = resolve_resume(cfg, dist)
         if cfg.checkpoint.load_from and resume is None:
-            load_weights(cfg.checkpoint.load_from, self.policy, info)
+            load_weights(cfg.checkpoint.load_from, self.policy, dist)
         if t.compile:
             compile_blocks(self.policy)  # per block, in place: keys and methods stay the policy's
         self.micro_per_epoch = len(self.data.train_loader)
@@ -122,22 +122,22 @@ class Trainer:
             "sampler": self.data.sampler,
             "rng": RNGState(),
         }
-        self.ckpt = CheckpointManager(cfg, info, self.policy, states, self.strategy)
-        seed_everything(t.seed + info.rank)  # per-rank streams (dropout); a resume restores them
+        self.ckpt = CheckpointManager(cfg, dist, self.policy, states, self.strategy)
+        seed_everything(t.seed + dist.rank)  # per-rank streams (dropout); a resume restores them
         if resume is not None:
             self.ckpt.load(resume, verified=True)
-        if info.is_main:
+        if dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         self.tracker = RunTracker(
             cfg,
-            info,
+            dist,
             total_steps=self.total_steps,
             start_step=self.progress.step,
             progress=progress,
         )
         self.meter = StepMeter(self.device)
         self.guard = FiniteGuard(self.device, check_grad_norm=not self.scaler.is_enabled())
-        self.rollouts = TrainingRollouts(cfg, info)
+        self.rollouts = TrainingRollouts(cfg, dist)
         self.preemption = PreemptionHandler()
         self.last_val: dict[str, Any] | None = None
         self._last_val_step = -1
@@ -151,7 +151,7 @@ class Trainer:
             self.total_steps,
             self.micro_per_epoch,
             self.cfg.training.gradient_accumulation_steps,
-            self.cfg.effective_batch_size(self.info.world_size),
+            self.cfg.effective_batch_size(self.dist.world_size),
             self.precision.name,
             self.run_dir,
         )
@@ -162,7 +162,7 @@ class Trainer:
         # The policy as the strategy runs it (DDP / FSDP2 / DeepSpeed wrapper); self.policy stays
         # the plain module (exports, rollouts, validation).
         self.wrapped = self.strategy.wrap(self.policy)  # FSDP2 shards the policy's parameters here
-        self.optimizer = build_optimizer(self.policy, cfg, self.info.world_size, self.device)
+        self.optimizer = build_optimizer(self.policy, cfg, self.dist.world_size, self.device)
         self.wrapped = self.strategy.prepare(self.wrapped, self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.scaler = self.strategy.build_scaler(self.precision.needs_scaler)
@@ -237,14 +237,14 @@ class Trainer:
         epoch = p.epoch  # the epoch the step trained on (for the records)
         p.step += 1
         p.batch_in_epoch += n
-        p.samples_seen += samples * self.info.world_size  # ranks consume equal batch sizes
+        p.samples_seen += samples * self.dist.world_size  # ranks consume equal batch sizes
         epoch_end = p.batch_in_epoch >= self.micro_per_epoch
         if epoch_end:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         self.tracker.advance()
         validate = p.step % t.val_interval == 0 or epoch_end or p.step == self.total_steps
         if validate or self._reads_or_writes(p.step):  # no sync on the other steps
-            self.guard.check(self.info, self.run_dir)
+            self.guard.check(self.dist, self.run_dir)
         if p.step % t.log_interval == 0:
             self._log(epoch)
         with self.meter.paused():
@@ -258,8 +258,8 @@ class Trainer:
             self.ckpt.save(p.step, SaveReason.INTERVAL)
             if epoch_end:  # saved when checkpoint.save_on_epoch_end (once per step at most)
                 self.ckpt.save(p.step, SaveReason.EPOCH_END)
-        if self.preemption.should_stop(self.info):  # all ranks agree on the same step
-            self.guard.check(self.info, self.run_dir)
+        if self.preemption.should_stop(self.dist):  # all ranks agree on the same step
+            self.guard.check(self.dist, self.run_dir)
             self.ckpt.save(p.step, SaveReason.PREEMPTION)
             log.warning("Preempted at step %d: checkpoint saved; resume with --resume auto", p.step)
             return True
@@ -278,7 +278,7 @@ class Trainer:
         local = self.meter.summarize()
         peak = local.pop("peak_mem_gib", None)  # this rank's (CUDA only), not a mean
         metrics = all_reduce_mean(local, self.device)
-        metrics["samples_per_s"] *= self.info.world_size  # mean per rank -> whole job
+        metrics["samples_per_s"] *= self.dist.world_size  # mean per rank -> whole job
         if peak is not None:
             metrics["peak_mem_gib"] = peak
         self.tracker.log_train(self.progress.step, epoch, metrics)
@@ -328,8 +328,8 @@ class Trainer:
             **{f"val_{k}": val.get(k) for k in GROUP_KEYS},
             "throughput_samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else None,
             "throughput_steps_per_s": round(steps / elapsed, 3) if elapsed > 0 else None,
-            "world_size": self.info.world_size,
-            "effective_batch_size": self.cfg.effective_batch_size(self.info.world_size),
+            "world_size": self.dist.world_size,
+            "effective_batch_size": self.cfg.effective_batch_size(self.dist.world_size),
             "run_dir": str(self.run_dir),
         }
         log.info("Training summary:\n%s", format_summary(summary))

@@ -25,17 +25,17 @@ from atlas.models.testing import tiny_config
 
 
 def export(out: Path, name: str) -> None:
-    info = init_distributed(device="cpu")
+    dist = init_distributed(device="cpu")
     cfg = tiny_config(vggt={"freeze": False}, language_encoder={"freeze": False})
     cfg.training.strategy = name  # type: ignore[assignment]
     cfg.checkpoint.save_dir = str(out / name)
     torch.manual_seed(0)
     policy = build_policy(policy_config(cfg))
-    strategy = build_strategy(cfg, info, "fp32")
+    strategy = build_strategy(cfg, dist, "fp32")
     model = strategy.wrap(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     strategy.prepare(model, torch.optim.AdamW(params, lr=1e-4))
-    CheckpointManager(cfg, info, policy, {"progress": TrainProgress()}, strategy).export("export")
+    CheckpointManager(cfg, dist, policy, {"progress": TrainProgress()}, strategy).export("export")
 
 
 def main() -> int:

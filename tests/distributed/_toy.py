@@ -128,23 +128,23 @@ def main() -> int:
     p.add_argument("--resume", type=Path)
     p.add_argument("--also-fresh", type=Path, help="then train from scratch into this dir")
     a = p.parse_args()
-    info = init_distributed(device="cpu")
+    dist = init_distributed(device="cpu")
     try:
         cfg = toy_config(a.strategy, a.precision, a.zero3)
-        run(a, cfg, info, a.run_dir, a.resume)
+        run(a, cfg, dist, a.run_dir, a.resume)
         if a.also_fresh is not None:  # the uninterrupted reference, in the same processes
-            run(a, cfg, info, a.also_fresh, None)
+            run(a, cfg, dist, a.also_fresh, None)
     finally:
         teardown_distributed()
     return 0
 
 
-def run(a: argparse.Namespace, cfg: AtlasConfig, info: DistInfo, run_dir: Path,
+def run(a: argparse.Namespace, cfg: AtlasConfig, dist: DistInfo, run_dir: Path,
         resume: Path | None) -> None:  # fmt: skip
     """Train steps [start, a.steps) and write run_dir/final.pt (rank 0)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank = info.rank
-    strategy = build_strategy(cfg, info, a.precision)
+    rank = dist.rank
+    strategy = build_strategy(cfg, dist, a.precision)
     policy, model, opt, sched, params = build(cfg, strategy, a.steps)
     scaler = strategy.build_scaler(enabled=False)
     start = 0

@@ -45,5 +45,5 @@ def test_success_rate_is_logged_every_rollout_interval(
 
 
 def test_disabled_by_default_needs_no_simulator(tiny_cfg: Callable[..., AtlasConfig]) -> None:
-    rollouts = TrainingRollouts(tiny_cfg(), info=trainer_module.DistInfo())
+    rollouts = TrainingRollouts(tiny_cfg(), dist=trainer_module.DistInfo())
     assert not rollouts.due(3) and rollouts.env_factory is None
