@@ -10,6 +10,10 @@ The step counter counts optimizer steps, and the LR schedule is a function of it
   continue at the wrong point. Refused unless `checkpoint.allow_batch_change: true`; then the
   step is recomputed from the samples already seen (`step' = samples_seen // new_effective`), the
   schedule continues from there, and the peak LRs follow the new config (lr scaling by world).
+
+Checkpoints of an earlier parameter layout (two GeometryEncoder parameters that are now the rows
+of one, `atlas.models.geometry.EARLIER_PARAMETERS`): the weights are renamed as they load
+(`upgrade_state_dict`); `upgrade_optimizer_state` (below) re-keys optimizer.pt to match.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from atlas.checkpoint import layout
@@ -27,6 +34,7 @@ from atlas.checkpoint.layout import CheckpointError
 from atlas.checkpoint.state import Stateful, TrainProgress
 from atlas.config.loader import to_dict
 from atlas.config.schema import AtlasConfig
+from atlas.models.geometry import EARLIER_PARAMETERS, GeometryEncoder, upgrade_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +197,108 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in d.items():
         out.update(_flat(v, f"{prefix}{k}."))
     return out
+
+
+# ------------------------------------------------------ optimizer states of earlier layouts
+
+
+def upgrade_optimizer_state(
+    saved: dict[str, Any], optimizer: Optimizer, policy: nn.Module
+) -> dict[str, Any]:
+    """`saved` (an optimizer.pt) made to fit `optimizer` if an earlier parameter layout wrote it
+    (`atlas.models.geometry.EARLIER_PARAMETERS`: two parameters now one); else `saved` as it is.
+
+    A torch optimizer keys its state by position in its groups, not by name, and the policy's
+    groups list parameters in registration order: the earlier positions are today's with each
+    merged parameter expanded to the ones it replaced. Their moments (exp_avg, exp_avg_sq) are
+    joined row-wise as the weights are (`upgrade_state_dict`); AdamW is elementwise, so the next
+    step is the one the earlier layout would have taken. A state that cannot be joined restarts.
+    """
+    names = {id(p): n for n, p in policy.named_parameters()}
+    now = [[names.get(id(p), "") for p in g["params"]] for g in optimizer.param_groups]
+    replaced = _replaced_names(policy)
+    before = [[old for name in group for old in replaced.get(name, (name,))] for group in now]
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    if sizes == [len(g) for g in now] or sizes != [len(g) for g in before]:
+        return saved  # today's layout, or neither (load_state_dict then says what differs)
+    if any("" in group for group in now):
+        return saved  # a parameter outside the policy: no names to match positions by
+    by_name = {
+        name: saved["state"][i]
+        for group, g in zip(before, saved["param_groups"])
+        for name, i in zip(group, g["params"])
+        if i in saved["state"]  # a parameter never stepped has no state
+    }
+    params = dict(policy.named_parameters())
+    state: dict[int, Any] = {}
+    groups: list[dict[str, Any]] = []
+    position = 0
+    for group, g in zip(now, saved["param_groups"]):
+        ids = list(range(position, position + len(group)))
+        position += len(group)
+        for i, name in zip(ids, group):
+            olds = replaced.get(name)
+            entry = (
+                by_name.get(name) if olds is None else _joined(name, olds, by_name, params[name])
+            )
+            if entry is not None:
+                state[i] = entry
+        groups.append({**g, "params": ids})
+    return {"state": state, "param_groups": groups}
+
+
+def _replaced_names(policy: nn.Module) -> dict[str, tuple[str, ...]]:
+    """{parameter: those an earlier version held in its place, in their registration order}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for prefix, module in policy.named_modules():
+        if isinstance(module, GeometryEncoder):
+            p = f"{prefix}." if prefix else ""
+            out |= {p + new: tuple(p + o for o in olds) for new, olds in EARLIER_PARAMETERS.items()}
+    return out
+
+
+def _joined(
+    name: str, olds: tuple[str, ...], by_name: dict[str, dict[str, Any]], param: Tensor
+) -> dict[str, Any] | None:
+    """The optimizer state of `name` from those of the parameters `olds` it replaced; None (a
+    fresh state) when they had none, or when they cannot be joined (said in the log)."""
+    entries = [by_name.get(old) for old in olds]
+    if all(e is None for e in entries):
+        return None  # never stepped: nothing to keep
+    try:
+        joined = _join(name, dict(zip(olds, entries)), param)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: torch.cat of unequal widths
+        log.warning("Optimizer state of %s restarts (from %s: %s)", name, " + ".join(olds), e)
+        return None
+    log.info("Optimizer state of %s joined from the earlier %s", name, " + ".join(olds))
+    return joined
+
+
+def _join(name: str, entries: dict[str, Any], param: Tensor) -> dict[str, Any]:
+    """Row-joined moments and the common step count of `entries` (old name -> state)."""
+    states = list(entries.values())
+    if any(s is None for s in states):
+        raise ValueError("only some of them have a state")
+    if any(set(s) != set(states[0]) for s in states):
+        raise ValueError("their states hold different entries")
+    prefix = name[: name.rfind(".") + 1]
+    joined: dict[str, Any] = {}
+    for key, first in states[0].items():
+        values = {old: e[key] for old, e in entries.items()}
+        if isinstance(first, Tensor) and first.ndim > 0:  # a moment: a value per weight
+            upgrade_state_dict(values, prefix)
+            value = values.get(name)
+            if value is None or value.shape != param.shape:
+                raise ValueError(f"their {key} do not join into the shape {tuple(param.shape)}")
+            joined[key] = value
+        elif all(_same(v, first) for v in values.values()):  # the step count
+            joined[key] = first
+        else:
+            raise ValueError(f"their {key} differ")
+    return joined
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return torch.equal(a, b)
+    return bool(a == b)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from atlas.checkpoint import layout
@@ -56,6 +57,7 @@ from atlas.checkpoint.compat import (
     log_config_changes,
     rebase_progress,
     seed_change,
+    upgrade_optimizer_state,
 )
 from atlas.checkpoint.layout import CheckpointError, CorruptCheckpointError
 from atlas.checkpoint.resume import load_weights, resolve_resume, run_on_rank0_and_broadcast
@@ -135,7 +137,9 @@ class CheckpointManager:
         """Restore the weights and every state from checkpoint `path` (`verified`: by
         `resolve_resume` already). Refuses a changed effective batch unless
         `checkpoint.allow_batch_change` (then the step is recomputed from the samples seen, see
-        `compat`). Every pickle-based file is screened first: none can run code. Every rank."""
+        `compat`); an optimizer.pt of an earlier parameter layout is re-keyed to this one
+        (`compat.upgrade_optimizer_state`). Every pickle-based file is screened first: none can
+        run code. Every rank."""
         path = Path(path)
         extra = self._owner.pickle_globals if self._owner is not None else ()
 
@@ -197,6 +201,8 @@ class CheckpointManager:
                     continue
                 state = ranks[self.dist.rank]
             try:
+                if isinstance(obj, Optimizer):  # positions of an earlier parameter layout?
+                    state = upgrade_optimizer_state(state, obj, unwrap(self.model))
                 obj.load_state_dict(state)
             except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
                 raise CheckpointError(f"{file} does not fit this run's {name}: {e}") from None

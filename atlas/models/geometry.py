@@ -242,13 +242,21 @@ class GeometryEncoder(nn.Module):
         )
 
 
+# The parameters earlier versions held in place of today's, in the order they were registered:
+# the order in which an optimizer built from those versions holds their states (optimizer.pt is
+# keyed by position, not by name). Their rows are joined in `upgrade_state_dict`'s order, which
+# differs (history steps first).
+EARLIER_PARAMETERS: dict[str, tuple[str, ...]] = {"frame_embed": ("camera_embed", "history_embed")}
+
+
 def upgrade_state_dict(state: dict[str, Tensor], prefix: str = "") -> None:
     """Rename, in place, the parameters of earlier versions under `prefix` (e.g. "geometry.").
 
     Earlier policies held the frame embedding as `history_embed` [history, dim] and
     `camera_embed` [cams, dim]; they become the rows of `frame_embed`, which computes exactly
     the same embedding. Every `load_state_dict` of a GeometryEncoder goes through this, and
-    the export loader calls it before checking the keys.
+    the export loader calls it before checking the keys; a resumed optimizer state goes through
+    it too (atlas.checkpoint.compat.upgrade_optimizer_state), per moment tensor.
     """
     history, cameras = f"{prefix}history_embed", f"{prefix}camera_embed"
     if history in state and cameras in state:
