@@ -43,15 +43,17 @@ GROUP_KEYS = (
 
 _D = len(ACTION_DIMS)
 # Columns of a sums row: |err| (7), err^2 (7), |mean-action err| (7), gripper sign correct,
-# mean-action gripper sign correct, valid steps, samples, then two the caller fills itself
-# (per-task loss sum and its sample count).
+# mean-action gripper sign correct, valid steps, samples, then two that `per_sample_sums` leaves
+# zero for the caller (the per-task loss sum and its sample count: the policy's loss is a batch
+# mean, so only the caller, with one forward per task, can fill them).
 ABS, SQ, BASE = slice(0, _D), slice(_D, 2 * _D), slice(2 * _D, 3 * _D)
 GRIP_OK, BASE_GRIP_OK, STEPS, SAMPLES = 3 * _D, 3 * _D + 1, 3 * _D + 2, 3 * _D + 3
-ROW_WIDTH = 3 * _D + 6
+TASK_LOSS, TASK_LOSS_SAMPLES = 3 * _D + 4, 3 * _D + 5
+ROW_WIDTH = TASK_LOSS_SAMPLES + 1
 
 
 def per_sample_sums(pred: Tensor, target: Tensor, weight: Tensor, mean_action: Tensor) -> Tensor:
-    """One sums row per sample: float64 [B, ROW_WIDTH] (the last two columns zero).
+    """One sums row per sample: float64 [B, ROW_WIDTH] (TASK_LOSS and TASK_LOSS_SAMPLES zero).
 
     pred, target: actions in ACTION UNITS [B, Hc, 7]; weight: [B, Hc] (1 on valid chunk steps,
     0 past an episode's end); mean_action: [7] in action units, the constant baseline.
@@ -73,7 +75,7 @@ def per_sample_sums(pred: Tensor, target: Tensor, weight: Tensor, mean_action: T
             base_ok.sum(1, keepdim=True),
             weight.sum(1, keepdim=True),
             torch.ones(b, 1, dtype=torch.float64, device=weight.device),
-            torch.zeros(b, 2, dtype=torch.float64, device=weight.device),
+            torch.zeros(b, 2, dtype=torch.float64, device=weight.device),  # TASK_LOSS, ..._SAMPLES
         ],
         dim=1,
     )

@@ -33,6 +33,8 @@ from atlas.eval.metrics import (
     GRIPPER,
     ROW_WIDTH,
     SAMPLES,
+    TASK_LOSS,
+    TASK_LOSS_SAMPLES,
     error_metrics,
     per_sample_sums,
 )
@@ -44,6 +46,11 @@ log = logging.getLogger(__name__)
 # The loss components of the policy contract; fixed so every rank reduces the same-sized tensor
 # even when it holds no validation batch.
 LOSS_KEYS = ("loss", "loss_pose", "loss_gripper")
+# Columns of _EvalTotals.loss_sums after LOSS_KEYS' (0, 1, 2): the mean-action baseline's loss,
+# then the number of samples that weights all of them; _WEIGHTED_LOSSES are the weighted columns.
+_MEAN_ACTION_LOSS = len(LOSS_KEYS)
+_LOSS_SAMPLES = _MEAN_ACTION_LOSS + 1
+_WEIGHTED_LOSSES = slice(0, _LOSS_SAMPLES)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -53,15 +60,45 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-class _Sums:
-    """Running sums, kept in float64 tensors so ranks reduce them with one collective each."""
+class _EvalTotals:
+    """The running sums of one evaluation, in two float64 tensors so that ranks reduce them with
+    one collective each (and add them exactly, whatever the sharding).
+
+    task_rows  [num_tasks, ROW_WIDTH]: per task, a sums row of atlas.eval.metrics, its
+               TASK_LOSS / TASK_LOSS_SAMPLES columns filled by `add_task_loss`
+    loss_sums  [_LOSS_SAMPLES + 1]: sample-weighted sums of LOSS_KEYS, then of the mean-action
+               loss (_MEAN_ACTION_LOSS), then the samples that weight them (_LOSS_SAMPLES)
+    """
 
     def __init__(self, num_tasks: int, device: torch.device) -> None:
-        # Per task: a sums row of atlas.eval.metrics, whose last two columns hold the per-task
-        # loss sum and its sample count.
-        self.task = torch.zeros(num_tasks, ROW_WIDTH, dtype=torch.float64, device=device)
-        # Sample-weighted sums: [*LOSS_KEYS, mean-action baseline loss, samples]
-        self.loss = torch.zeros(len(LOSS_KEYS) + 2, dtype=torch.float64, device=device)
+        self.task_rows = torch.zeros(num_tasks, ROW_WIDTH, dtype=torch.float64, device=device)
+        self.loss_sums = torch.zeros(_LOSS_SAMPLES + 1, dtype=torch.float64, device=device)
+
+    def add_rows(self, task_index: Tensor, rows: Tensor) -> None:
+        """Add per-sample sums rows [B, ROW_WIDTH] to the rows of their tasks [B]."""
+        self.task_rows.index_add_(0, task_index.to(self.task_rows.device), rows)
+
+    def add_losses(self, losses: Tensor, samples: int) -> None:
+        """Add one batch's mean losses [*LOSS_KEYS, mean-action loss], weighted by its samples."""
+        self.loss_sums[_WEIGHTED_LOSSES] += losses.double() * samples
+        self.loss_sums[_LOSS_SAMPLES] += samples
+
+    def add_task_loss(self, task: int, loss: Tensor, samples: int) -> None:
+        """Add the mean loss of `samples` samples of one task."""
+        self.task_rows[task, TASK_LOSS] += loss.double() * samples
+        self.task_rows[task, TASK_LOSS_SAMPLES] += samples
+
+    def all_reduce(self) -> None:
+        """Sum both tensors over ranks (a collective: every rank calls it)."""
+        all_reduce_sum(self.task_rows)
+        all_reduce_sum(self.loss_sums)
+
+    def mean_losses(self) -> dict[str, float]:
+        """{*LOSS_KEYS, "mean_action_loss"}: sample-weighted means (0 when no sample was seen)."""
+        n = max(float(self.loss_sums[_LOSS_SAMPLES]), 1.0)
+        out = {key: float(self.loss_sums[i]) / n for i, key in enumerate(LOSS_KEYS)}
+        out["mean_action_loss"] = float(self.loss_sums[_MEAN_ACTION_LOSS]) / n
+        return out
 
 
 @torch.no_grad()
@@ -93,7 +130,7 @@ def evaluate_policy(
     tasks = task_names or list(getattr(getattr(loader, "dataset", None), "tasks", None) or [])
     if not tasks:  # the sums are sized by task (and must be the same size on every rank)
         raise ValueError("evaluate_policy: pass task_names, or a loader whose dataset has .tasks")
-    sums = _Sums(len(tasks), device)
+    totals = _EvalTotals(len(tasks), device)
     baseline = _MeanActionBaseline(policy, normalizer, device)
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     was_training = policy.training
@@ -103,12 +140,12 @@ def evaluate_policy(
             batch = to_device(batch, device)
             with autocast():
                 loss, metrics, pred = policy.evaluate_batch(batch)  # one forward pass
-            _accumulate(sums, batch, {**metrics, "loss": loss}, pred, normalizer, baseline)
+            _accumulate(totals, batch, {**metrics, "loss": loss}, pred, normalizer, baseline)
             if per_task_loss:
-                _accumulate_task_loss(sums, policy, batch, autocast)
+                _accumulate_task_loss(totals, policy, batch, autocast)
     finally:
         policy.train(was_training)
-    return _finalize(sums, tasks, per_task_loss)
+    return _finalize(totals, tasks, per_task_loss)
 
 
 class _MeanActionBaseline:
@@ -137,7 +174,7 @@ class _MeanActionBaseline:
 
 
 def _accumulate(
-    sums: _Sums,
+    totals: _EvalTotals,
     batch: dict[str, Any],
     losses: dict[str, Tensor],
     pred: Tensor,
@@ -146,20 +183,19 @@ def _accumulate(
 ) -> None:
     """Add one batch's errors (action units) and losses to the running sums."""
     target, mask = batch["actions"], batch["action_mask"]
-    b = target.shape[0]
     pred_u = normalizer.unnormalize_action(pred.detach().double())
     target_u = normalizer.unnormalize_action(target.double())
     per_sample = per_sample_sums(pred_u, target_u, mask.to(torch.float64), baseline.action)
-    sums.task.index_add_(0, batch["task_index"].to(sums.task.device), per_sample)
-    zero = torch.zeros((), device=sums.loss.device)
-    values = [losses.get(k, zero).detach().to(sums.loss.device) for k in LOSS_KEYS]
-    values.append(baseline(target, mask).detach().to(sums.loss.device))
-    sums.loss[:-1] += torch.stack(values).double() * b
-    sums.loss[-1] += b
+    totals.add_rows(batch["task_index"], per_sample)
+    device = totals.loss_sums.device
+    zero = torch.zeros((), device=device)
+    values = [losses.get(k, zero).detach().to(device) for k in LOSS_KEYS]
+    values.append(baseline(target, mask).detach().to(device))
+    totals.add_losses(torch.stack(values), samples=target.shape[0])
 
 
 def _accumulate_task_loss(
-    sums: _Sums, policy: nn.Module, batch: dict[str, Any], autocast: Any
+    totals: _EvalTotals, policy: nn.Module, batch: dict[str, Any], autocast: Any
 ) -> None:
     """Per-task loss: one forward on the samples of each task present in the batch."""
     task_index = batch["task_index"]
@@ -167,8 +203,7 @@ def _accumulate_task_loss(
         idx = (task_index == task).nonzero().flatten()
         with autocast():
             loss, _ = policy(_select(batch, idx))
-        sums.task[task, -2] += loss.detach().double() * len(idx)
-        sums.task[task, -1] += len(idx)
+        totals.add_task_loss(task, loss.detach(), samples=len(idx))
 
 
 def _select(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
@@ -177,24 +212,18 @@ def _select(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
     return {k: v[idx] if isinstance(v, Tensor) else [v[i] for i in rows] for k, v in batch.items()}
 
 
-def _finalize(sums: _Sums, tasks: list[str], per_task_loss: bool) -> dict[str, Any]:
+def _finalize(totals: _EvalTotals, tasks: list[str], per_task_loss: bool) -> dict[str, Any]:
     """Reduce the sums across ranks and turn them into means."""
-    all_reduce_sum(sums.task)
-    all_reduce_sum(sums.loss)
-    total = sums.task.sum(0)
-    out: dict[str, Any] = {}
-    n = max(float(sums.loss[-1]), 1.0)
-    for i, key in enumerate(LOSS_KEYS):
-        out[key] = float(sums.loss[i]) / n
-    out["mean_action_loss"] = float(sums.loss[len(LOSS_KEYS)]) / n
-    out.update(error_metrics(total))
+    totals.all_reduce()
+    out: dict[str, Any] = totals.mean_losses()
+    out.update(error_metrics(totals.task_rows.sum(0)))
     out["per_task"] = {}
-    for t, row in enumerate(sums.task):
+    for t, row in enumerate(totals.task_rows):
         if row[SAMPLES] == 0:  # no sample of this task in the split
             continue
         name = tasks[t] if t < len(tasks) else f"task_{t}"
         entry = error_metrics(row)
         if per_task_loss:
-            entry["loss"] = float(row[-2]) / max(float(row[-1]), 1.0)
+            entry["loss"] = float(row[TASK_LOSS]) / max(float(row[TASK_LOSS_SAMPLES]), 1.0)
         out["per_task"][name] = entry
     return out
