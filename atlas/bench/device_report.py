@@ -61,8 +61,10 @@ def _roofline(r: dict[str, Any]) -> tuple[str, str]:
 
 def _nccl(r: dict[str, Any]) -> tuple[str, str]:
     version = f" {r['nccl_version']}" if r.get("nccl_version") else ""
-    text = (f"{r['backend']}{version}: init {r['init_s']:g} s, all-reduce "
-            f"{r['all_reduce']['ms']:g} ms, DDP step {r['ddp_step_ms']:g} ms")  # fmt: skip
+    text = (
+        f"{r['backend']}{version}: init {r['init_s']:g} s, all-reduce "
+        f"{r['all_reduce']['ms']:g} ms, DDP step {r['ddp_step_ms']:g} ms"
+    )
     return "ok", text
 
 
@@ -78,8 +80,11 @@ def _gpu_tests(r: dict[str, Any]) -> tuple[str, str]:
 
 def _vggt(r: dict[str, Any]) -> tuple[str, str]:
     rows = [row for row in r["results"] if "official_h100" in row]
-    parts = [f"{row['frames']} fr {row['time_s']:g} s ({row['time_ratio']:g}x), "
-             f"{row['peak_mem_gb']:.2f} GB ({row['mem_ratio']:g}x)" for row in rows]  # fmt: skip
+    parts = [
+        f"{row['frames']} fr {row['time_s']:g} s ({row['time_ratio']:g}x), "
+        f"{row['peak_mem_gb']:.2f} GB ({row['mem_ratio']:g}x)"
+        for row in rows
+    ]
     if not rows:
         text = "; ".join(f"{x['frames']} fr {x['size']} px {x['time_s']:g} s" for x in r["results"])
         return "measured", text + " (no official figure for this setting)"
@@ -88,8 +93,9 @@ def _vggt(r: dict[str, Any]) -> tuple[str, str]:
 
 def _infer(r: dict[str, Any]) -> tuple[str, str]:
     rows = [x for x in r["results"] if x["cameras"] == 2 and x["chunk"] == 8]
-    text = "; ".join(f"{x['mode']} p50 {x['p50_ms']:.2f} / p99 {x['p99_ms']:.2f} ms"
-                     for x in r["results"])  # fmt: skip
+    text = "; ".join(
+        f"{x['mode']} p50 {x['p50_ms']:.2f} / p99 {x['p99_ms']:.2f} ms" for x in r["results"]
+    )
     if r.get("vggt") != "vggt_1b" or r.get("dtype") != "bf16" or not rows:
         return "measured", text
     best = min(x["p50_ms"] for x in rows)
@@ -101,8 +107,9 @@ def _cache(r: dict[str, Any]) -> tuple[str, str]:
     online, cached = r["online"]["samples_per_s"], r["cached"]["samples_per_s"]
     text = f"online {online:.1f} -> cached {cached:.1f} samples/s ({r['speedup']:.1f}x)"
     if ratio is not None:
-        text += (f"; peak {r['online']['peak_gb']:.1f} -> {r['cached']['peak_gb']:.1f} GiB "
-                 f"({ratio:.3f})")  # fmt: skip
+        text += (
+            f"; peak {r['online']['peak_gb']:.1f} -> {r['cached']['peak_gb']:.1f} GiB ({ratio:.3f})"
+        )
     if not r["preset"].startswith("full") or ratio is None:
         return "measured", text
     met = r["speedup"] >= CACHE_SPEEDUP and ratio <= CACHE_MEMORY
@@ -121,8 +128,15 @@ def _train(r: dict[str, Any]) -> tuple[str, str]:
     return "measured", "; ".join(one(row) for row in r["rows"])
 
 
-JUDGES = {"roofline": _roofline, "nccl": _nccl, "gpu_tests": _gpu_tests, "vggt": _vggt,
-          "infer": _infer, "cache": _cache, "train": _train}  # fmt: skip
+JUDGES = {
+    "roofline": _roofline,
+    "nccl": _nccl,
+    "gpu_tests": _gpu_tests,
+    "vggt": _vggt,
+    "infer": _infer,
+    "cache": _cache,
+    "train": _train,
+}
 
 
 def merge(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -144,8 +144,11 @@ def accelerate(policy: Any, cfg: AtlasConfig, mode: str, backend: str) -> None:
         # (the instruction cache and the batch dict stay eager); reduce-overhead adds CUDA graphs.
         from atlas.distributed.compile import compile_blocks
 
-        compile_blocks(policy, backend=backend, **({"mode": "reduce-overhead"}
-                                                   if backend == "inductor" else {}))  # fmt: skip
+        compile_blocks(
+            policy,
+            backend=backend,
+            **({"mode": "reduce-overhead"} if backend == "inductor" else {}),
+        )
         return
     from atlas.models.cuda_graph import GraphedPredictChunk
 
@@ -187,10 +190,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--modes", default="eager", help="comma-separated: eager, graph, compile")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
-    p.add_argument("--vggt-dtype", choices=["fp32", "bf16"], default="fp32",
-                   help="dtype of the frozen VGGT weights")  # fmt: skip
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--vggt-dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="dtype of the frozen VGGT weights",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override (repeatable)",
+    )
     args = p.parse_args(argv)
     args.modes = args.modes.split(",")
     bad = [m for m in args.modes if m not in MODES]
@@ -214,16 +226,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = machine(args.device)
     vggt = bench_config(args.preset, 1, 1, args.size, args.set).model.vggt.preset
     print(f"predict_action latency  config={args.preset} vggt={vggt} dtype={args.dtype}  {name}")
-    print(f"{'mode':>7} {'cameras':>7} {'chunk':>5} {'size':>5} {'p50 ms':>9} {'p90 ms':>9} "
-          f"{'p99 ms':>9} {'mean ms':>9}")  # fmt: skip
+    print(
+        f"{'mode':>7} {'cameras':>7} {'chunk':>5} {'size':>5} {'p50 ms':>9} {'p90 ms':>9} "
+        f"{'p99 ms':>9} {'mean ms':>9}"
+    )
     for r in rows:
         print(
             f"{r['mode']:>7} {r['cameras']:>7} {r['chunk']:>5} {r['size']:>5} "
             f"{r['p50_ms']:>9.2f} {r['p90_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['mean_ms']:>9.2f}"
         )
-    record = {"bench": "infer", "preset": args.preset, "vggt": vggt, "device": args.device,
-              "machine": name, "dtype": args.dtype, "vggt_dtype": args.vggt_dtype,
-              "iters": args.iters, "results": rows}  # fmt: skip
+    record = {
+        "bench": "infer",
+        "preset": args.preset,
+        "vggt": vggt,
+        "device": args.device,
+        "machine": name,
+        "dtype": args.dtype,
+        "vggt_dtype": args.vggt_dtype,
+        "iters": args.iters,
+        "results": rows,
+    }
     print(json.dumps(record))
     return 0
 

@@ -55,8 +55,9 @@ def ddp_step_ms(device: torch.device, width: int, steps: int) -> float:
     from torch.nn.parallel import DistributedDataParallel
 
     model = nn.Sequential(*(nn.Linear(width, width) for _ in range(4))).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
-                                  else None)  # fmt: skip
+    ddp = DistributedDataParallel(
+        model, device_ids=[device.index] if device.index is not None else None
+    )
     opt = torch.optim.AdamW(ddp.parameters(), lr=1e-4)
     x = torch.randn(64, width, device=device)
 
@@ -98,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     record = run(args.smoke, device)
-    print(f"{record['backend']}: init {record['init_s']} s, all-reduce "
-          f"{record['all_reduce']['ms']} ms, DDP step {record['ddp_step_ms']} ms")  # fmt: skip
+    print(
+        f"{record['backend']}: init {record['init_s']} s, all-reduce "
+        f"{record['all_reduce']['ms']} ms, DDP step {record['ddp_step_ms']} ms"
+    )
     print(json.dumps(record))
     return 0
 

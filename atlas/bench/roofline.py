@@ -115,8 +115,11 @@ def run(smoke: bool, device: torch.device) -> dict[str, Any]:
     n, nbytes = (256, 2**22) if smoke else (8192, 4 * 2**30)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     record: dict[str, Any] = {"bench": "roofline", "device": str(device), "env": env}
-    record["matmul"] = {"n": n, "dtype": str(dtype).removeprefix("torch."),
-                        "tflops": _sig(matmul_tflops(n, device, dtype, 10))}  # fmt: skip
+    record["matmul"] = {
+        "n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "tflops": _sig(matmul_tflops(n, device, dtype, 10)),
+    }
     record["copy"] = {"bytes": nbytes, "tbps": _sig(copy_tbps(nbytes, device, 10))}
     name = (env["gpu"] or {}).get("name", "")
     record["expected"] = next((v for k, v in EXPECTED.items() if k in name), None)

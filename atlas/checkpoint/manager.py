@@ -165,8 +165,12 @@ class CheckpointManager:
         p = meta["progress"]
         log.info(
             "Loaded checkpoint %s: step %d, epoch %d (%d micro-batches into it), %d samples seen",
-            path, p["step"], p["epoch"], p["batch_in_epoch"], p["samples_seen"],
-        )  # fmt: skip
+            path,
+            p["step"],
+            p["epoch"],
+            p["batch_in_epoch"],
+            p["samples_seen"],
+        )
 
     def _load_model(self, path: Path, info: dict[str, Any]) -> None:
         saved_by = info.get("owner")
@@ -265,8 +269,11 @@ class CheckpointManager:
             save_file(tensors, str(tmp / layout.MODEL), metadata={"format": "pt"})
         else:
             fingerprint = frozen_fingerprint(policy)
-            model_meta = {"owner": self._owner.name, "frozen_saved": save_frozen,
-                          "frozen": fingerprint}  # fmt: skip
+            model_meta = {
+                "owner": self._owner.name,
+                "frozen_saved": save_frozen,
+                "frozen": fingerprint,
+            }
         for name, obj in self._own_states().items():
             ranks = gathered.get(name)
             state = (

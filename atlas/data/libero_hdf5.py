@@ -379,8 +379,12 @@ def _index_file(
         demo, note = out_of_range[0]
         log.warning(
             "%s: actions outside [-1, 1] in %d of %d demos; data/%s: actions: %s",
-            path, len(out_of_range), len(demos), demo, note,
-        )  # fmt: skip
+            path,
+            len(out_of_range),
+            len(demos),
+            demo,
+            note,
+        )
 
 
 def _read_demo_wrapped(

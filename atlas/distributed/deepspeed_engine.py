@@ -159,9 +159,11 @@ class DeepSpeedStrategy(Strategy):
         self.engine = engine
         log.info(
             "DeepSpeed %s ZeRO stage 2 over %d ranks (micro-batch %d, accumulation %d)",
-            self.deepspeed.__version__, torch_dist.get_world_size(),
-            config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
-        )  # fmt: skip
+            self.deepspeed.__version__,
+            torch_dist.get_world_size(),
+            config["train_micro_batch_size_per_gpu"],
+            config["gradient_accumulation_steps"],
+        )
         return engine
 
     def build_scaler(self, enabled: bool) -> torch.amp.GradScaler:

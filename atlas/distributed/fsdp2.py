@@ -150,9 +150,14 @@ def apply_fsdp2(model: nn.Module, fsdp_cfg: FSDPConfig, precision: str) -> nn.Mo
     log.info(
         "FSDP2: %d blocks + root sharded over %d ranks (%d trainable params, %s, "
         "reshard_after_forward=%s, activation checkpointing %s); %d frozen params replicated",
-        len(units), dist.get_world_size(), sharded,
-        precision, reshard, fsdp_cfg.activation_checkpointing, sum(p.numel() for p in frozen),
-    )  # fmt: skip
+        len(units),
+        dist.get_world_size(),
+        sharded,
+        precision,
+        reshard,
+        fsdp_cfg.activation_checkpointing,
+        sum(p.numel() for p in frozen),
+    )
     return model
 
 

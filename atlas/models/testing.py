@@ -88,8 +88,14 @@ def export_tiny_policy(
 
     def group(dim: int) -> dict[str, list[float]]:
         low, high = [-0.5 - 0.1 * i for i in range(dim)], [0.5 + 0.2 * i for i in range(dim)]
-        return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": low, "max": high, "q01": low,
-                "q99": high}  # fmt: skip
+        return {
+            "mean": [0.0] * dim,
+            "std": [1.0] * dim,
+            "min": low,
+            "max": high,
+            "q01": low,
+            "q99": high,
+        }
 
     model: dict[str, Any] = {"action_head": {"chunk_size": 4, "use_proprio": True}}
     for section, values in model_overrides.items():

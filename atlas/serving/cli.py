@@ -104,13 +104,21 @@ def run_serve_command(args: argparse.Namespace) -> int:
         return 2
     spec = spec_from_policy(policy, name="/".join(Path(args.checkpoint).resolve().parts[-2:]))
     if not _is_loopback(args.host) and not args.api_key:
-        log.warning("listening on %s without --api-key: anyone who reaches it can drive the "
-                    "policy", args.host)  # fmt: skip
+        log.warning(
+            "listening on %s without --api-key: anyone who reaches it can drive the policy",
+            args.host,
+        )
     logging.getLogger("websockets").setLevel(logging.WARNING)  # we log connections ourselves
 
     def on_ready(url: str) -> None:
-        log.info("serving %s on %s (%s, chunks of %d, cameras %s); SIGTERM or Ctrl-C stops",
-                 spec.name, url, device, spec.action_horizon, ", ".join(spec.cameras))  # fmt: skip
+        log.info(
+            "serving %s on %s (%s, chunks of %d, cameras %s); SIGTERM or Ctrl-C stops",
+            spec.name,
+            url,
+            device,
+            spec.action_horizon,
+            ", ".join(spec.cameras),
+        )
         print(url, flush=True)  # stdout: the address, for scripts
 
     try:

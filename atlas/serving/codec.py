@@ -27,8 +27,12 @@ def _encode(obj: Any) -> Any:
         raise CodecError(f"cannot send arrays of dtype {obj.dtype}")
     if isinstance(obj, np.ndarray):
         data = np.ascontiguousarray(obj)
-        return {b"__ndarray__": True, b"data": data.tobytes(), b"dtype": data.dtype.str,
-                b"shape": data.shape}  # fmt: skip
+        return {
+            b"__ndarray__": True,
+            b"data": data.tobytes(),
+            b"dtype": data.dtype.str,
+            b"shape": data.shape,
+        }
     if isinstance(obj, np.generic):
         return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
     return obj

@@ -100,9 +100,11 @@ def build_scheduler(
             "training.warmup_steps=%d is not below the run's %d optimizer steps: the learning "
             "rate rises linearly for the whole run, its last step uses %.0f%% of the peak and the "
             "cosine decay never starts; lower warmup_steps (e.g. %d) to reach the peak",
-            t.warmup_steps, total_steps, 100 * (total_steps - 1) / t.warmup_steps,
+            t.warmup_steps,
+            total_steps,
+            100 * (total_steps - 1) / t.warmup_steps,
             max(1, total_steps // 10),
-        )  # fmt: skip
+        )
     multiplier = functools.partial(
         lr_at, peak=1.0, warmup=t.warmup_steps, total=total_steps, min_ratio=t.min_lr_ratio
     )
