@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         results.append(r)
     layouts = "official" if args.official else "sampled"
-    print(json.dumps({"suite": args.suite, "layouts": layouts, "tasks": results,
-                      "versions": stack_versions()}))  # fmt: skip
+    record = {"suite": args.suite, "layouts": layouts, "tasks": results}
+    print(json.dumps({**record, "versions": stack_versions()}))
     return 0
 
 

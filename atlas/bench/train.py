@@ -224,7 +224,7 @@ def run_strategy(
             # One line per row as it is measured: a run stopped later still leaves these.
             sys.stdout.write(json.dumps({"bench": "train_row", **rows[-1]}) + "\n")
             sys.stdout.flush()
-    return rows  # fmt: skip
+    return rows
 
 
 def mfu(row: dict[str, Any]) -> str:
@@ -238,11 +238,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--steps", type=int, help="measured steps per phase (default 30; quick 8)")
     parser.add_argument("--batch-size", type=int, help="override data.batch_size")
-    parser.add_argument("--strategy", help="ddp, fsdp2, deepspeed or a comma-separated list: wrap "
-                        "with each inside a world of one process")  # fmt: skip
+    parser.add_argument(
+        "--strategy",
+        help=(
+            "ddp, fsdp2, deepspeed or a comma-separated list: wrap with each inside a world of "
+            "one process"
+        ),
+    )
     parser.add_argument("--compile", default="off", help="off, on or off,on (training.compile)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING)
@@ -258,14 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     extra = [f"data.batch_size={args.batch_size}"] if args.batch_size else []
     extra += args.set
     peak = bf16_peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    compiles = args.compile.split(",")
     rows = []
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
         for strategy in args.strategy.split(",") if args.strategy else [None]:
-            rows += run_strategy(strategy, cases, args.compile.split(","), device, steps, warmup,
-                                 extra, Path(tmp), peak)  # fmt: skip
+            rows += run_strategy(
+                strategy, cases, compiles, device, steps, warmup, extra, Path(tmp), peak
+            )
     sys.stdout.write(format_table(rows) + "\n")
-    record = {"bench": "train", "torch": torch.__version__, "bf16_peak_tflops": peak,
-              "rows": rows}  # fmt: skip
+    record = {"bench": "train", "torch": torch.__version__, "bf16_peak_tflops": peak, "rows": rows}
     sys.stdout.write(json.dumps(record) + "\n")
     return 0
 
