@@ -30,9 +30,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, float]:
     start = time.perf_counter()
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "device_check.sh"), str(out), "--smoke"],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
         env=dict(os.environ, PYTHON=sys.executable),  # the script's interpreter: this one
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((out / "device_check.json").read_text())
@@ -73,39 +76,59 @@ def test_render_md_merges_a_rerun(smoke: tuple[dict, str, float], tmp_path: Path
     second.write_text(json.dumps(rerun))
     md = subprocess.run(
         [sys.executable, "-m", "atlas.bench.device", "--render-md", str(first), str(second)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     assert md == render_markdown(merge([record, rerun]))
     assert "| vggt |" in md and "timeout" not in md  # a failed rerun keeps the good numbers
 
 
 def vggt_record(seconds: list[float]) -> dict:
     rows = [
-        {"frames": f, "size": 518, "time_s": s, "peak_mem_gb": 2.0, "official_h100": {},
-         "time_ratio": s / off, "mem_ratio": 1.0}
+        {
+            "frames": f,
+            "size": 518,
+            "time_s": s,
+            "peak_mem_gb": 2.0,
+            "official_h100": {},
+            "time_ratio": s / off,
+            "mem_ratio": 1.0,
+        }
         for f, s, off in zip((1, 2, 8), seconds, (0.04, 0.05, 0.11))
-    ]  # fmt: skip
+    ]
     return {"status": "ok", "result": {"results": rows}}
 
 
 def test_verdicts_compare_against_the_targets() -> None:
     assert verdict("vggt", vggt_record([0.03, 0.05, 0.1]))[0] == "met"
     assert verdict("vggt", vggt_record([0.03, 0.06, 0.1]))[0] == "missed"
-    infer = {"vggt": "vggt_1b", "dtype": "bf16", "results": [
-        {"cameras": 2, "chunk": 8, "mode": "eager", "p50_ms": 14.0, "p99_ms": 15.0},
-        {"cameras": 2, "chunk": 8, "mode": "graph", "p50_ms": 6.0, "p99_ms": 7.0}]}  # fmt: skip
+    infer = {
+        "vggt": "vggt_1b",
+        "dtype": "bf16",
+        "results": [
+            {"cameras": 2, "chunk": 8, "mode": "eager", "p50_ms": 14.0, "p99_ms": 15.0},
+            {"cameras": 2, "chunk": 8, "mode": "graph", "p50_ms": 6.0, "p99_ms": 7.0},
+        ],
+    }
     assert verdict("infer:graph", {"status": "ok", "result": infer})[0] == "met"
     infer["results"] = infer["results"][:1]
     assert verdict("infer:eager", {"status": "ok", "result": infer})[0] == "missed"
-    cache = {"preset": "full (VGGT-1B + LLaMA-2-7B size)", "speedup": 6.0, "memory_ratio": 0.4,
-             "online": {"samples_per_s": 10.0, "peak_gb": 40.0},
-             "cached": {"samples_per_s": 60.0, "peak_gb": 16.0}}  # fmt: skip
+    cache = {
+        "preset": "full (VGGT-1B + LLaMA-2-7B size)",
+        "speedup": 6.0,
+        "memory_ratio": 0.4,
+        "online": {"samples_per_s": 10.0, "peak_gb": 40.0},
+        "cached": {"samples_per_s": 60.0, "peak_gb": 16.0},
+    }
     assert verdict("cache", {"status": "ok", "result": cache})[0] == "missed"  # memory too high
     cache["memory_ratio"] = 0.3
     assert verdict("cache", {"status": "ok", "result": cache})[0] == "met"
     assert verdict("train:ddp", {"status": "skipped", "reason": "deepspeed is not installed"}) == (
-        "skipped", "deepspeed is not installed"
-    )  # fmt: skip
+        "skipped",
+        "deepspeed is not installed",
+    )
 
 
 def test_a_hanging_part_is_stopped_and_recorded(tmp_path: Path) -> None:

@@ -74,8 +74,14 @@ def _config(save_dir: Path) -> AtlasConfig:
 def _normalizer() -> Normalizer:
     def group(dim: int) -> dict[str, list[float]]:
         low, high = [-2.0] * dim, [2.0] * dim
-        return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": low, "max": high, "q01": low,
-                "q99": high}  # fmt: skip
+        return {
+            "mean": [0.0] * dim,
+            "std": [1.0] * dim,
+            "min": low,
+            "max": high,
+            "q01": low,
+            "q99": high,
+        }
 
     return Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
 

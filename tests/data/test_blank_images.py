@@ -47,8 +47,14 @@ def test_cache_key_changes_only_when_set(synth_dir: Path) -> None:
 
 def test_predict_action_does_not_see_the_images() -> None:
     def group(dim: int) -> dict[str, list[float]]:
-        return {"mean": [0.0] * dim, "std": [1.0] * dim, "min": [-1.0] * dim,
-                "max": [1.0] * dim, "q01": [-1.0] * dim, "q99": [1.0] * dim}  # fmt: skip
+        return {
+            "mean": [0.0] * dim,
+            "std": [1.0] * dim,
+            "min": [-1.0] * dim,
+            "max": [1.0] * dim,
+            "q01": [-1.0] * dim,
+            "q99": [1.0] * dim,
+        }
 
     norm = Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
     torch.manual_seed(0)

@@ -23,8 +23,9 @@ CODEC_MEAN_ERROR = 8.0  # mean |decoded - written| grey levels AV1 (crf 30, 64 p
 def _dataset(root: Path, cameras=CAMERAS, **kw) -> LiberoDataset:
     index = build_lerobot_index(root, cameras, **kw)
     size = index.episodes[0].frame_shapes[cameras[0]][0]
-    return LiberoDataset(index, range(len(index.episodes)), cameras=cameras, image_size=size,
-                         orientation="none")  # fmt: skip
+    return LiberoDataset(
+        index, range(len(index.episodes)), cameras=cameras, image_size=size, orientation="none"
+    )
 
 
 def _check_against_written(ds: LiberoDataset, exact_images: bool) -> None:
@@ -67,8 +68,9 @@ def test_libero_camera_names_find_the_publication_keys() -> None:
 def test_openpi_keys(tmp_path: Path) -> None:
     """openpi's copy names the features image / wrist_image / state / actions."""
     root = tmp_path / "openpi"
-    rename = dict(zip([*CAMERAS, "observation.state", "action"],
-                      ["image", "wrist_image", "state", "actions"]))  # fmt: skip
+    rename = dict(
+        zip([*CAMERAS, "observation.state", "action"], ["image", "wrist_image", "state", "actions"])
+    )
     src = FIXTURES / "v30_image"
     for path in src.rglob("*"):
         if path.is_file():
@@ -92,8 +94,9 @@ def test_openpi_keys(tmp_path: Path) -> None:
 
 def test_history_and_chunks_stay_within_the_episode() -> None:
     index = build_lerobot_index(FIXTURES / "v30_image", CAMERAS)
-    ds = LiberoDataset(index, [0, 1], cameras=CAMERAS, image_size=64, history=2, chunk_size=4,
-                       orientation="none")  # fmt: skip
+    ds = LiberoDataset(
+        index, [0, 1], cameras=CAMERAS, image_size=64, history=2, chunk_size=4, orientation="none"
+    )
     ref = written()
     first = ds[12]  # episode 1, step 0: the history repeats its first frame
     np.testing.assert_array_equal(first["images"][2:], first["images"][:2])

@@ -25,8 +25,9 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def torchrun_cmd(args: list[str], nproc: int = 2, nodes: tuple[int, int] | None = None,
-                 port: int | None = None) -> list[str]:  # fmt: skip
+def torchrun_cmd(
+    args: list[str], nproc: int = 2, nodes: tuple[int, int] | None = None, port: int | None = None
+) -> list[str]:
     """`python -m torch.distributed.run ...`: standalone, or node i of n via c10d on `port`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     if nodes is None:
@@ -34,11 +35,14 @@ def torchrun_cmd(args: list[str], nproc: int = 2, nodes: tuple[int, int] | None 
     else:
         node, count = nodes
         cmd += [
-            f"--nnodes={count}", f"--node_rank={node}", "--rdzv_backend=c10d",
-            f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=atlas-test",
+            f"--nnodes={count}",
+            f"--node_rank={node}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{port}",
+            "--rdzv_id=atlas-test",
             # Advertise loopback, not whatever the hostname resolves to in a sandbox.
             "--local-addr=127.0.0.1",
-        ]  # fmt: skip
+        ]
     return [*cmd, *args]
 
 

@@ -103,8 +103,17 @@ def build(cfg: AtlasConfig, strategy: Strategy, total: int) -> tuple[Any, ...]:
     return policy, model, optimizer, scheduler, params
 
 
-def train_step(strategy: Strategy, model: nn.Module, opt: Any, scaler: Any, params: list,
-               step: int, accum: int, rank: int, precision: str) -> None:  # fmt: skip
+def train_step(
+    strategy: Strategy,
+    model: nn.Module,
+    opt: Any,
+    scaler: Any,
+    params: list,
+    step: int,
+    accum: int,
+    rank: int,
+    precision: str,
+) -> None:
     strategy.zero_grad(model, opt)
     for i in range(accum):
         torch.manual_seed(1_000 * step + 10 * i + rank)  # dropout masks
@@ -139,8 +148,9 @@ def main() -> int:
     return 0
 
 
-def run(a: argparse.Namespace, cfg: AtlasConfig, dist: DistInfo, run_dir: Path,
-        resume: Path | None) -> None:  # fmt: skip
+def run(
+    a: argparse.Namespace, cfg: AtlasConfig, dist: DistInfo, run_dir: Path, resume: Path | None
+) -> None:
     """Train steps [start, a.steps) and write run_dir/final.pt (rank 0)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = dist.rank
@@ -170,8 +180,9 @@ def run(a: argparse.Namespace, cfg: AtlasConfig, dist: DistInfo, run_dir: Path,
     barrier()
 
 
-def save(strategy: Strategy, directory: Path, model: nn.Module, opt: Any, sched: Any,
-         rank: int) -> None:  # fmt: skip
+def save(
+    strategy: Strategy, directory: Path, model: nn.Module, opt: Any, sched: Any, rank: int
+) -> None:
     if rank == 0:
         directory.mkdir(parents=True, exist_ok=True)
     barrier()

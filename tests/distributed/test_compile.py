@@ -32,9 +32,10 @@ def test_compiled_blocks_give_the_eager_loss_and_gradients(backend: str) -> None
     keys = list(compiled.state_dict())
     n = compile_blocks(compiled, backend=backend)
     blocks = [
-        m for name, m in compiled.named_modules()
+        m
+        for name, m in compiled.named_modules()
         if isinstance(m, Block | FusionLayer) and not name.startswith("language_encoder.")
-    ]  # fmt: skip
+    ]
     assert n == len(blocks) > 2
     assert list(compiled.state_dict()) == keys  # in place: checkpoints do not change
     batch = make_fake_batch(compiled.config, 2)

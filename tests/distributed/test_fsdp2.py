@@ -71,8 +71,10 @@ def test_weights_only_load_from_dcp(fsdp2_runs: Path) -> None:
     missing = load_model_weights(ckpt / DCP_DIR, policy)
     assert missing == ["vggt.bias", "vggt.weight"]  # frozen: not saved by default
     expected = _load(ckpt / "full.pt")
-    _assert_same({k: policy.state_dict()[k] for k in expected if not k.startswith("vggt.")},
-                 {k: v for k, v in expected.items() if not k.startswith("vggt.")})  # fmt: skip
+    _assert_same(
+        {k: policy.state_dict()[k] for k in expected if not k.startswith("vggt.")},
+        {k: v for k, v in expected.items() if not k.startswith("vggt.")},
+    )
 
 
 def test_shard_units_are_outermost_trainable_blocks() -> None:

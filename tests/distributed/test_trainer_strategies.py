@@ -71,9 +71,13 @@ def _launch(tmp: Path, name: str, data: Path, strategy: str) -> subprocess.Popen
     entry = [str(ROOT / "atlas" / "train.py"), "--config", str(config), "--no-progress"]
     log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        torchrun_cmd(entry), cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+        torchrun_cmd(entry),
+        cwd=ROOT,
+        env=child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def _kill_tree(pid: int) -> None:

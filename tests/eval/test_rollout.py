@@ -129,8 +129,10 @@ def test_success_bookkeeping(tmp_path):
     assert (t0["successes"], t0["trials"], t1["successes"]) == (1, 3, 2)
     assert t0["mean_steps"] == pytest.approx((20 + 5 + 20) / 3)
     records = ResultsFile(tmp_path / "results.jsonl").load()
+    # (task, trial, success): one row per task, one column per trial
     assert sorted((r.task_id, r.trial, r.success) for r in records) == [
-        (0, 0, False), (0, 1, True), (0, 2, False), (1, 0, True), (1, 1, False), (1, 2, True),
+        (0, 0, False), (0, 1, True),  (0, 2, False),
+        (1, 0, True),  (1, 1, False), (1, 2, True),
     ]  # fmt: skip
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["suites"]["libero_spatial"]["successes"] == 3

@@ -25,15 +25,24 @@ DEBUG_YAML = Path(__file__).resolve().parents[2] / "atlas" / "configs" / "debug.
 
 def gpu_cfg(tmp_path: Path, language: Path, *overrides: str) -> AtlasConfig:
     """debug.yaml on a tiny synthetic set, the tiny LLaMA as encoder, bf16, pinned batches."""
-    return load_config(DEBUG_YAML, [
-        f"data.paths=[{tmp_path / 'data'}]",
-        "data.synthetic={tasks: 2, demos: 4, steps: 16, image_size: 32}",
-        "data.image_size=56", "data.batch_size=4", "data.pin_memory=true",
-        f"model.language_encoder.name_or_path={language}",
-        "model.fusion.dropout=0.1", "model.action_head.chunk_size=4",
-        "training.mixed_precision=bf16", "logging.progress=false", "logging.tensorboard=false",
-        f"checkpoint.save_dir={tmp_path / 'run'}", *overrides,
-    ])  # fmt: skip
+    return load_config(
+        DEBUG_YAML,
+        [
+            f"data.paths=[{tmp_path / 'data'}]",
+            "data.synthetic={tasks: 2, demos: 4, steps: 16, image_size: 32}",
+            "data.image_size=56",
+            "data.batch_size=4",
+            "data.pin_memory=true",
+            f"model.language_encoder.name_or_path={language}",
+            "model.fusion.dropout=0.1",
+            "model.action_head.chunk_size=4",
+            "training.mixed_precision=bf16",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            f"checkpoint.save_dir={tmp_path / 'run'}",
+            *overrides,
+        ],
+    )
 
 
 def test_vggt_attention_runs_the_flash_kernel_in_bf16() -> None:
@@ -120,8 +129,11 @@ def test_cuda_graph_replay_matches_the_eager_policy(tmp_path: Path, tiny_llama: 
 
     def obs(seed: int, instruction: int = 0) -> dict:
         b = make_fake_batch(policy.config, 1, seed=seed)
-        return {"images": b["images"], "proprio": b["proprio"],
-                "instruction": [b["instruction"][0] + " now" * instruction]}  # fmt: skip
+        return {
+            "images": b["images"],
+            "proprio": b["proprio"],
+            "instruction": [b["instruction"][0] + " now" * instruction],
+        }
 
     graphed = GraphedPredictChunk(policy, obs(0))
     for seed in (1, 2):

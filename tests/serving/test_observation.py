@@ -81,14 +81,20 @@ def test_state_is_optional_without_proprio() -> None:
         (_atlas(state=None), "state: expected 8 finite floats"),
         (_openpi(prompt=""), "lacks 'prompt'"),
         (_without(_openpi(), "observation/state"), "lacks 'observation/state'"),
-        (_without(_openpi(), "observation/wrist_image"),
-         "lacks 'observation/wrist_image'.*eye_in_hand_rgb"),
-        (_openpi(**{"observation/image": SCENE.astype(np.float32)}),
-         "observation/image: expected a uint8 \\[h, w, 3\\] image, got float32 \\[16, 12, 3\\]"),
-        (_atlas(images={"agentview_rgb": SCENE[..., 0], "eye_in_hand_rgb": WRIST}),
-         "images/agentview_rgb: expected a uint8"),
+        (
+            _without(_openpi(), "observation/wrist_image"),
+            "lacks 'observation/wrist_image'.*eye_in_hand_rgb",
+        ),
+        (
+            _openpi(**{"observation/image": SCENE.astype(np.float32)}),
+            "observation/image: expected a uint8 \\[h, w, 3\\] image, got float32 \\[16, 12, 3\\]",
+        ),
+        (
+            _atlas(images={"agentview_rgb": SCENE[..., 0], "eye_in_hand_rgb": WRIST}),
+            "images/agentview_rgb: expected a uint8",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_messages_name_the_key(message, match: str) -> None:
     with pytest.raises(ObservationError, match=match):
         to_policy_observation(message, LIBERO)

@@ -16,8 +16,14 @@ from atlas.distributed.env import DistInfo
 from atlas.training.report import make_plots, write_report
 from atlas.training.tracking import RunTracker, check_wandb, read_metrics
 
-TRAIN = {"loss": 0.5, "loss_pose": 0.2, "lr/head": 1e-3, "grad_norm": 1.0,
-         "samples_per_s": 5.0, "data_wait_frac": 0.1}  # fmt: skip
+TRAIN = {
+    "loss": 0.5,
+    "loss_pose": 0.2,
+    "lr/head": 1e-3,
+    "grad_norm": 1.0,
+    "samples_per_s": 5.0,
+    "data_wait_frac": 0.1,
+}
 VAL = {"loss": 0.4, "l1": {"x": 0.1}, "l1_mean": 0.1, "gripper_accuracy": 0.9, "per_task": {}}
 
 
@@ -49,8 +55,13 @@ def test_progress_bar_only_on_a_terminal_and_when_asked(
     bar.close()
     assert "train:" in terminal.getvalue() and "loss=0.5000" in terminal.getvalue()
     for progress, option in [(False, "true"), (True, "false")]:
-        tracker = RunTracker(_cfg(tmp_path, f"logging.progress={option}"), DistInfo(),
-                             total_steps=4, start_step=0, progress=progress)  # fmt: skip
+        tracker = RunTracker(
+            _cfg(tmp_path, f"logging.progress={option}"),
+            DistInfo(),
+            total_steps=4,
+            start_step=0,
+            progress=progress,
+        )
         assert tracker._bar is None
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
     assert (
@@ -76,8 +87,9 @@ def test_resume_drops_records_past_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_only_rank_zero_writes(tmp_path: Path) -> None:
-    other = RunTracker(_cfg(tmp_path), DistInfo(rank=1, world_size=2), total_steps=4,
-                       start_step=0, progress=True)  # fmt: skip
+    other = RunTracker(
+        _cfg(tmp_path), DistInfo(rank=1, world_size=2), total_steps=4, start_step=0, progress=True
+    )
     _log_steps(other, range(1, 3))
     other.finish({"status": "completed"})
     assert not (tmp_path / "run").exists()
