@@ -24,6 +24,5 @@ def test_benchmark_quick_mode(module: str) -> None:
     if module.endswith("cache"):
         assert record["speedup"] > 0 and record["bytes_per_sample"] > 0
     else:
-        assert {(r["cameras"], r["chunk"]) for r in record["results"]} == {
-            (1, 1), (1, 8), (2, 1), (2, 8)
-        }  # fmt: skip
+        settings = {(r["cameras"], r["chunk"]) for r in record["results"]}
+        assert settings == {(1, 1), (1, 8), (2, 1), (2, 8)}

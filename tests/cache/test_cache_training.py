@@ -75,8 +75,10 @@ def paired_losses(cfg_on: AtlasConfig, cfg_c: AtlasConfig, steps: int = 3) -> li
     cached_train, _ = open_cached_datasets(cfg_c, *datasets(cfg_c)[:2], CPU)
     p_on = online_policy(cfg_on, normalizer)
     p_c = cached_policy(cfg_c, normalizer, p_on)
-    opts = [torch.optim.AdamW([p for p in m.parameters() if m and p.requires_grad], lr=1e-2)
-            for m in (p_on, p_c)]  # fmt: skip
+    opts = [
+        torch.optim.AdamW([p for p in m.parameters() if m and p.requires_grad], lr=1e-2)
+        for m in (p_on, p_c)
+    ]
     k = cached_train.num_variants
     out = []
     for step in range(steps):
@@ -101,15 +103,22 @@ def paired_losses(cfg_on: AtlasConfig, cfg_c: AtlasConfig, steps: int = 3) -> li
     "extra",
     [
         [],
-        ["data.cameras=[agentview_rgb, eye_in_hand_rgb]", "data.history=2",
-         "model.geometry.keep_special_tokens=true", "model.geometry.tokens_per_frame=4",
-         "data.image_size=56"],
+        [
+            "data.cameras=[agentview_rgb, eye_in_hand_rgb]",
+            "data.history=2",
+            "model.geometry.keep_special_tokens=true",
+            "model.geometry.tokens_per_frame=4",
+            "data.image_size=56",
+        ],
         ["model.geometry.use_camera_pose=true", "model.geometry.use_point_features=true"],
-        ["data.augmentation.enabled=true", "data.augmentation.num_cached_variants=2",
-         "training.seed=0"],
+        [
+            "data.augmentation.enabled=true",
+            "data.augmentation.num_cached_variants=2",
+            "training.seed=0",
+        ],
     ],
     ids=["plain", "2cams-history-special", "pose-points", "augmented-K2"],
-)  # fmt: skip
+)
 def test_cached_and_online_losses_match(tmp_path: Path, extra: list[str]) -> None:
     cfg_on = make_cfg(tmp_path, *extra)
     cfg_c = make_cfg(tmp_path, *extra, cached=True)
@@ -271,8 +280,12 @@ def test_config_rules(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="frozen backbone"):
         make_cfg(tmp_path, "model.vggt.freeze=false", cached=True)
     with pytest.raises(ConfigError, match="num_cached_variants"):
-        make_cfg(tmp_path, "data.augmentation.enabled=true",
-                 "data.augmentation.num_cached_variants=0", cached=True)  # fmt: skip
+        make_cfg(
+            tmp_path,
+            "data.augmentation.enabled=true",
+            "data.augmentation.num_cached_variants=0",
+            cached=True,
+        )
     make_cfg(tmp_path, "data.augmentation.num_cached_variants=0", cached=True)  # aug off: fine
 
 
@@ -316,9 +329,9 @@ def test_torchrun_two_ranks_build_one_store(tmp_path: Path) -> None:
 
     cfg = make_cfg(tmp_path, cached=True)
     save_config(cfg, tmp_path / "cfg.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "atlas.cli", "cache", "--config", str(tmp_path / "cfg.yaml"), "--shard-size=4",
-           "--no-progress"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cli = ["-m", "atlas.cli", "cache", "--config", str(tmp_path / "cfg.yaml"), "--shard-size=4"]
+    cmd = [*torchrun, *cli, "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -17,16 +17,13 @@ def kill_and_resume(root: Path, strategy: str, extra: list[str]) -> Path:
     root/ref/final.pt (uninterrupted).
     """
     common = [str(TOY), "--strategy", strategy, "--steps", str(STEPS), *extra]
-    killed = run(
-        torchrun_cmd([*common, "--run-dir", str(root / "run"), "--save-at", str(SAVE_AT),
-                      "--kill-at", str(KILL_AT)]),
-        expect_ok=False,
-    )  # fmt: skip
+    common += ["--run-dir", str(root / "run")]
+    kill = ["--save-at", str(SAVE_AT), "--kill-at", str(KILL_AT)]
+    killed = run(torchrun_cmd([*common, *kill]), expect_ok=False)
     assert killed.returncode != 0, "the run meant to be killed finished"
     ckpt = root / "run" / f"iter_{SAVE_AT}"
     assert ckpt.is_dir(), f"no checkpoint was written before the kill: {killed.stderr[-2000:]}"
-    run(torchrun_cmd([*common, "--run-dir", str(root / "run"), "--resume", str(ckpt),
-                      "--also-fresh", str(root / "ref")]))  # fmt: skip
+    run(torchrun_cmd([*common, "--resume", str(ckpt), "--also-fresh", str(root / "ref")]))
     return root
 
 

@@ -14,8 +14,8 @@ from conftest import FSDP2_ARGS, STEPS
 
 def test_two_nodes_on_one_machine(tmp_path: Path, fsdp2_runs: Path) -> None:
     port = free_port()
-    args = [str(TOY), "--strategy", "fsdp2", "--steps", str(STEPS), *FSDP2_ARGS,
-            "--run-dir", str(tmp_path)]  # fmt: skip
+    args = [str(TOY), "--strategy", "fsdp2", "--steps", str(STEPS), *FSDP2_ARGS]
+    args += ["--run-dir", str(tmp_path)]
     # Each agent logs to a file: with pipes read one after the other, a chatty node 1 could fill
     # its pipe and block while node 0 waits for it in a collective (a deadlock, not a failure).
     logs = [tmp_path / f"node{node}.log" for node in (0, 1)]
@@ -27,7 +27,7 @@ def test_two_nodes_on_one_machine(tmp_path: Path, fsdp2_runs: Path) -> None:
             env=env,
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
         for node, log in zip((0, 1), logs)
     ]
     try:

@@ -71,8 +71,10 @@ def test_run_directory_and_metrics(trained_run: tuple[AtlasConfig, dict[str, Any
     assert train[0]["lr"] == pytest.approx(cfg.training.learning_rate * 1 / 2)
 
     assert config_from_resolved(yaml.safe_load((run / "config.yaml").read_text()), "x") == cfg
-    assert "Training setup:\n  Distributed: False\n  World size: 1\n  Rank: 0, Local rank: 0\n" \
-        "  Device: cpu" in (run / "train.log").read_text()  # fmt: skip
+    assert (
+        "Training setup:\n  Distributed: False\n  World size: 1\n  Rank: 0, Local rank: 0\n"
+        "  Device: cpu" in (run / "train.log").read_text()
+    )
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     plots = sorted(p.name for p in (run / "plots").glob("*.png"))
     assert plots == ["loss.png", "lr.png", "throughput.png"]
@@ -169,8 +171,8 @@ def test_two_process_ddp_matches_one_process(
     run_training(one, progress=False)  # also generates the dataset before the ranks need it
     config = tmp_path / "two.yaml"
     config.write_text(dump_yaml(two))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "atlas" / "train.py"), "--config", str(config), "--no-progress"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [*torchrun, str(ROOT / "atlas" / "train.py"), "--config", str(config), "--no-progress"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     banner = "Training setup:\n  Distributed: True\n  World size: 2\n  Rank: 0, Local rank: 0\n"
@@ -187,8 +189,11 @@ def test_two_process_ddp_matches_one_process(
     records = [json.loads(x) for x in (run_two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
     assert (run_two / "train_rank1.log").is_file()
-    val_one = [json.loads(x) for x in (Path(one.checkpoint.save_dir) / "metrics.jsonl")
-               .read_text().splitlines() if '"val"' in x][-1]  # fmt: skip
+    val_one = [
+        json.loads(x)
+        for x in (Path(one.checkpoint.save_dir) / "metrics.jsonl").read_text().splitlines()
+        if '"val"' in x
+    ][-1]
     val_two = [r for r in records if r["split"] == "val"][-1]
     assert val_two["val_num_samples"] == val_one["val_num_samples"]  # no padded duplicates
     assert val_two["val_loss"] == pytest.approx(val_one["val_loss"], rel=1e-4)
