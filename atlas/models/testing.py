@@ -73,6 +73,12 @@ def tiny_config(
     return from_dict(AtlasConfig, {"model": model, "data": data_section})
 
 
+def stats_group(low: list[float], high: list[float]) -> dict[str, list[float]]:
+    """One group of a normalizer's stats (zero mean, unit std) spanning [low, high] per dim."""
+    n = len(low)
+    return {"mean": [0.0] * n, "std": [1.0] * n, "min": low, "max": high, "q01": low, "q99": high}
+
+
 def export_tiny_policy(
     path: str | Path,
     seed: int = 0,
@@ -87,15 +93,8 @@ def export_tiny_policy(
     from atlas.models.policy import build_policy
 
     def group(dim: int) -> dict[str, list[float]]:
-        low, high = [-0.5 - 0.1 * i for i in range(dim)], [0.5 + 0.2 * i for i in range(dim)]
-        return {
-            "mean": [0.0] * dim,
-            "std": [1.0] * dim,
-            "min": low,
-            "max": high,
-            "q01": low,
-            "q99": high,
-        }
+        ranks = range(dim)
+        return stats_group([-0.5 - 0.1 * i for i in ranks], [0.5 + 0.2 * i for i in ranks])
 
     model: dict[str, Any] = {"action_head": {"chunk_size": 4, "use_proprio": True}}
     for section, values in model_overrides.items():

@@ -27,7 +27,7 @@ from atlas.distributed.env import DistInfo
 from atlas.models.config import policy_config
 from atlas.models.geometry import GeometryEncoder
 from atlas.models.policy import AtlasVLAPolicy, build_policy
-from atlas.models.testing import make_fake_batch, tiny_config
+from atlas.models.testing import make_fake_batch, stats_group, tiny_config
 from atlas.safeload import load_pt
 from atlas.training.optim import build_optimizer, build_scheduler
 
@@ -73,15 +73,7 @@ def _config(save_dir: Path) -> AtlasConfig:
 
 def _normalizer() -> Normalizer:
     def group(dim: int) -> dict[str, list[float]]:
-        low, high = [-2.0] * dim, [2.0] * dim
-        return {
-            "mean": [0.0] * dim,
-            "std": [1.0] * dim,
-            "min": low,
-            "max": high,
-            "q01": low,
-            "q99": high,
-        }
+        return stats_group([-2.0] * dim, [2.0] * dim)
 
     return Normalizer({"action": group(7), "proprio": group(8), "num_samples": 10}, "q99")
 
