@@ -33,7 +33,8 @@ class SpatialSoftmax(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        # Shape [1], not a scalar: FSDP2's fully_shard refuses 0-d parameters.
+        self.log_temperature = nn.Parameter(torch.zeros(1))
 
     def forward(self, maps: Tensor) -> Tensor:
         n, k, h, w = maps.shape

@@ -35,6 +35,7 @@ def make_cfg(root: Path, *overrides: str, cached: bool = False) -> AtlasConfig:
         "data.val_split=0.34",
         "data.cache_dtype=float32",
         "model.geometry.tokens_per_frame=1",
+        "model.geometry.keypoints=0",  # the keypoint branch reads pixels, which no cache holds
         "training.mixed_precision=fp32",
         f"data.use_feature_cache={str(cached).lower()}",
     ]
