@@ -1,6 +1,7 @@
 """Range and name checks of the config tree that need more than one comparison: AdamW's numbers,
-per-module learning rates, and the VGGT preset with its layer indices (`AtlasConfig.validate` calls
-them; each returns (dotted key, problem) pairs like it)."""
+per-module learning rates, the VGGT preset with its layer indices, and what training from the
+feature cache rules out (`AtlasConfig.validate` calls them; each returns (dotted key, problem)
+pairs like it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from atlas.config.vggt import VGGT_PRESETS
 
 if TYPE_CHECKING:  # the schema imports this module
-    from atlas.config.schema import TrainingConfig, VGGTBackboneConfig
+    from atlas.config.schema import AtlasConfig, TrainingConfig, VGGTBackboneConfig
 
 RATE = "must be a finite number > 0 (e.g. 1e-4)"
 
@@ -66,3 +67,42 @@ def backbone_problems(vggt: VGGTBackboneConfig) -> list[tuple[str, str]]:
             )
         ]
     return []
+
+
+def cache_problems(cfg: AtlasConfig) -> list[tuple[str, str]]:
+    """What `data.use_feature_cache` rules out: the cache stores the outputs of frozen backbones
+    for fixed (or K cached augmented) frames, and no pixels."""
+    d, m = cfg.data, cfg.model
+    if not d.use_feature_cache:
+        return []
+    rules = [
+        (
+            not m.vggt.freeze,
+            "data.use_feature_cache",
+            "needs a frozen backbone (model.vggt.freeze: true)",
+        ),
+        (
+            m.geometry.keypoints > 0,
+            "model.geometry.keypoints",
+            "reads the images, which a feature cache does not hold: set it to 0 or "
+            "data.use_feature_cache: false",
+        ),
+        (
+            not m.language_encoder.freeze,
+            "data.use_feature_cache",
+            "needs a frozen language encoder (model.language_encoder.freeze: true)",
+        ),
+        (
+            d.augmentation.enabled and d.augmentation.num_cached_variants < 1,
+            "data.augmentation.num_cached_variants",
+            "must be >= 1 to train from the feature cache with augmentation on "
+            "(K augmented variants per sample are cached), or turn augmentation off",
+        ),
+        (
+            cfg.eval.rollout_interval > 0,
+            "eval.rollout_interval",
+            "must be 0 with data.use_feature_cache: rollouts need the backbones, which a "
+            "run from the cache never loads (evaluate the exported policy afterwards)",
+        ),
+    ]
+    return [(key, msg) for bad, key, msg in rules if bad]

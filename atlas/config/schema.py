@@ -15,7 +15,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from atlas.config.ranges import RATE, backbone_problems, not_rate, optimizer_problems
+from atlas.config.ranges import (
+    RATE,
+    backbone_problems,
+    cache_problems,
+    not_rate,
+    optimizer_problems,
+)
 
 # The policy's top-level modules: names for freezing, per-module LRs and parameter counts.
 POLICY_MODULES = ("vggt", "language_encoder", "geometry", "fusion", "action_head")
@@ -301,46 +307,21 @@ class AtlasConfig:
                 "model.geometry.tokens_per_frame",
                 "must be a square number (the patch grid is pooled to a k x k grid)",
             ),
-            (
-                d.use_feature_cache and not m.vggt.freeze,
-                "data.use_feature_cache",
-                "needs a frozen backbone (model.vggt.freeze: true)",
-            ),
-            (
-                d.use_feature_cache and m.geometry.keypoints > 0,
-                "model.geometry.keypoints",
-                "reads the images, which a feature cache does not hold: set it to 0 or "
-                "data.use_feature_cache: false",
-            ),
             (m.geometry.keypoints < 0, "model.geometry.keypoints", "must be >= 0 (0: off)"),
-            (
-                d.use_feature_cache and not m.language_encoder.freeze,
-                "data.use_feature_cache",
-                "needs a frozen language encoder (model.language_encoder.freeze: true)",
-            ),
-            (
-                d.use_feature_cache
-                and d.augmentation.enabled
-                and d.augmentation.num_cached_variants < 1,
-                "data.augmentation.num_cached_variants",
-                "must be >= 1 to train from the feature cache with augmentation on "
-                "(K augmented variants per sample are cached), or turn augmentation off",
-            ),
             (
                 d.synthetic is not None and d.format != "libero_hdf5",
                 "data.synthetic",
                 "generates LIBERO HDF5 files: use data.format: libero_hdf5, or convert them "
                 "once with `atlas data convert` and set data.synthetic: null",
             ),
-            (
-                d.use_feature_cache and self.eval.rollout_interval > 0,
-                "eval.rollout_interval",
-                "must be 0 with data.use_feature_cache: rollouts need the backbones, which a "
-                "run from the cache never loads (evaluate the exported policy afterwards)",
-            ),
         ]
         problems = [(key, msg) for bad, key, msg in rules if bad]
-        return problems + optimizer_problems(t, POLICY_MODULES) + backbone_problems(m.vggt)
+        return [
+            *problems,
+            *cache_problems(self),
+            *optimizer_problems(t, POLICY_MODULES),
+            *backbone_problems(m.vggt),
+        ]
 
     # -- derived values: computed here and nowhere else ------------------------------------
 

@@ -7,9 +7,9 @@ VGGT-1B encodes sub-patch positions in its features, a randomly initialised tiny
 (measured in docs/BENCHMARKS.md). This branch is the standard visuomotor answer (Levine et al.
 2016, "End-to-End Training of Deep Visuomotor Policies"; robomimic's and Diffusion Policy's
 spatial softmax): a small trainable CNN whose K feature maps each become the expected (x, y) of
-their activation (a spatial softmax), i.e. K learned keypoints in image coordinates. Positions are
-then explicit inputs, which a policy learns to use in hundreds of steps rather than tens of
-thousands.
+their activation (a spatial softmax), i.e. K learned keypoints in image coordinates, so
+positions reach the fusion as explicit numbers. How much that buys the demo, and what it does not
+(yet), is measured in docs/BENCHMARKS.md.
 
     frames [B, S, 3, H, W] in [0, 1] -> CNN (stride 4) -> K maps -> spatial softmax
         -> [B, S, 2K] keypoints in [-1, 1] -> MLP -> [B, S, 1, dim] (one token per frame)

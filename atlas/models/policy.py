@@ -159,13 +159,19 @@ class AtlasVLAPolicy(nn.Module):
         function of the images: a feature cache stores it and puts it in the batch under
         "vggt_<key>", and the policy then skips VGGT.
         """
+        return self._vggt_inputs(self._unit_pixels(images))
+
+    def _unit_pixels(self, images: Tensor) -> Tensor:
+        """uint8 frames -> float [0, 1] on the policy's device."""
+        # uint8 crosses to the device (4x fewer bytes than float), then becomes [0, 1] there.
+        return images.to(self.device, non_blocking=True).float() / 255.0
+
+    def _vggt_inputs(self, pixels: Tensor) -> dict[str, Tensor]:
         c = self.config
         if isinstance(self.vggt, DetachedVGGT):
             self.vggt()  # raises: the batch should have carried these features
-        # uint8 crosses to the device (4x fewer bytes than float), then becomes [0, 1] there.
-        images = images.to(self.device, non_blocking=True).float() / 255.0
         with torch.set_grad_enabled(torch.is_grad_enabled() and not c.vggt.freeze):
-            feats = extract_vggt_features(self.vggt, images, c.vggt.layers, c.geometry)
+            feats = extract_vggt_features(self.vggt, pixels, c.vggt.layers, c.geometry)
             return backbone_inputs(feats, c.geometry)
 
     def _raw_actions(self, batch: dict[str, Any]) -> Tensor:
@@ -178,9 +184,13 @@ class AtlasVLAPolicy(nn.Module):
         }
         if cached and not c.vggt.freeze:
             raise ValueError("cached VGGT features (vggt_* batch keys) need model.vggt.freeze")
-        inputs = cached or self.backbone_features(batch["images"])
-        if c.geometry.keypoints:  # the keypoint branch reads the pixels themselves
-            inputs = {**inputs, "pixels": batch["images"].to(device, non_blocking=True) / 255.0}
+        if cached:  # never with keypoints (the config refuses the pair)
+            inputs = cached
+        else:
+            pixels = self._unit_pixels(batch["images"])
+            inputs = self._vggt_inputs(pixels)
+            if c.geometry.keypoints:  # the keypoint branch reads the same [0, 1] frames
+                inputs = {**inputs, "pixels": pixels}
         geometry = self.geometry(inputs)
         language = self._language(batch, device)
         queries = self.fusion(geometry, language)
