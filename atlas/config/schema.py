@@ -64,6 +64,10 @@ class GeometryConfig:
     # learned keypoints (spatial softmax, atlas.models.keypoints): pixel-precise positions where
     # the patch tokens of a small or untrained VGGT are too coarse. 0: off.
     keypoints: int = 0
+    # Scale each keypoint map to zero mean, unit variance before the spatial softmax (a fresh
+    # CNN's flat maps otherwise leave every keypoint at the centre). Exports written before this
+    # key existed read as false, the behaviour they were trained with.
+    keypoints_standardize: bool = True
 
 
 @dataclass
@@ -80,6 +84,9 @@ class ActionHeadConfig:
     chunk_size: int = 1  # H future actions per prediction (1 gives the documents' [B, 7])
     use_proprio: bool = False  # feed the 8-value LIBERO state (ee_states + gripper_states)
     hidden_dim: int = 512  # width of the action MLP
+    # Also read the keypoints of every frame (needs model.geometry.keypoints > 0), beside the
+    # proprio: the head then sees where the objects are as directly as where the arm is.
+    use_keypoints: bool = False
 
 
 @dataclass
@@ -308,6 +315,11 @@ class AtlasConfig:
                 "must be a square number (the patch grid is pooled to a k x k grid)",
             ),
             (m.geometry.keypoints < 0, "model.geometry.keypoints", "must be >= 0 (0: off)"),
+            (
+                m.action_head.use_keypoints and m.geometry.keypoints <= 0,
+                "model.action_head.use_keypoints",
+                "reads the keypoint branch: set model.geometry.keypoints > 0 (e.g. 16), or false",
+            ),
             (
                 d.synthetic is not None and d.format != "libero_hdf5",
                 "data.synthetic",

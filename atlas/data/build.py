@@ -27,10 +27,11 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from atlas.config.schema import AtlasConfig, DataConfig, SyntheticConfig
 from atlas.data.dataset import LiberoDataset, SampleDataset
+from atlas.data.errors import DataError
 from atlas.data.libero_hdf5 import LiberoIndex, build_index
 from atlas.data.normalization import Normalizer, load_stats
 from atlas.data.stats import compute_stats
-from atlas.data.synthetic import DATA_SEED, generate_synthetic
+from atlas.data.synthetic import DATA_SEED, generate_synthetic, synthetic_size
 from atlas.data.transforms import frame_orientation
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,20 @@ def ensure_synthetic(path: str | Path, spec: SyntheticConfig) -> None:
     """Generate the synthetic dataset at `path` unless it exists (several ranks may race).
 
     The seed is fixed (DATA_SEED) so the data does not change with training.seed, and the
-    synthetic rollout env knows the layouts it was generated from.
+    synthetic rollout env knows the layouts it was generated from. An existing folder must hold
+    the dataset `spec` describes (a demo of an earlier size would train on other data silently).
     """
     path = Path(path)
     if path.exists():
+        found, wanted = synthetic_size(path), (spec.tasks, spec.demos, spec.image_size)
+        if found != wanted:
+            raise DataError(
+                str(path),
+                f"holds a synthetic dataset of {found[0]} tasks x {found[1]} demos at {found[2]} "
+                f"px, but data.synthetic asks for {wanted[0]} x {wanted[1]} at {wanted[2]} px: "
+                "delete the folder to generate it again (make clean-demo), or set data.paths "
+                "to another folder",
+            )
         return
     log.info("generating the synthetic dataset into %s", path)
     try:

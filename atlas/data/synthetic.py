@@ -102,6 +102,18 @@ def generate_synthetic(
     return out_dir
 
 
+def synthetic_size(path: str | Path) -> tuple[int, int, int]:
+    """(tasks, demos per task, image side) of a synthetic dataset folder, read from its files."""
+    files = sorted(Path(path).glob("*_demo.hdf5"))
+    if not files:
+        return 0, 0, 0
+    with h5py.File(files[0], "r") as f:
+        data = f["data"]
+        demos = int(data.attrs["num_demos"])
+        side = int(data["demo_0/obs/agentview_rgb"].shape[1])
+    return len(files), demos, side
+
+
 def _write_task_file(
     path: Path, task: dict[str, str], task_id: int, demos: int, steps: int, size: int, seed: int
 ) -> None:

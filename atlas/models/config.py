@@ -71,6 +71,10 @@ def read_policy_config(data: dict[str, Any], source: str) -> PolicyConfig:
     """A PolicyConfig from a config.json: this config's fields, or an earlier whole run config."""
     if RUN_SECTIONS & set(data):  # an export written with the (whole) AtlasConfig
         return policy_config(config_from_resolved(data, source))
+    geometry = data.get("geometry")
+    if isinstance(geometry, dict) and "keypoints_standardize" not in geometry:
+        # Written before the maps were standardized: keep the softmax it was trained with.
+        data = {**data, "geometry": {**geometry, "keypoints_standardize": False}}
     return from_dict(PolicyConfig, data, source)
 
 

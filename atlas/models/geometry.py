@@ -186,7 +186,11 @@ class GeometryEncoder(nn.Module):
             if cfg.use_camera_pose
             else None
         )
-        self.keypoints = KeypointEncoder(cfg.keypoints, dim) if cfg.keypoints > 0 else None
+        self.keypoints = (
+            KeypointEncoder(cfg.keypoints, dim, standardize=cfg.keypoints_standardize)
+            if cfg.keypoints > 0
+            else None
+        )
         self.slot_embed = nn.Parameter(torch.zeros(self.tokens_per_frame, dim))
         # Rows [history steps | cameras]; a frame's embedding is its step's row plus its camera's.
         # One parameter, not two: two parameters fed by the broadcast sum of their views would
@@ -199,8 +203,8 @@ class GeometryEncoder(nn.Module):
         nn.init.trunc_normal_(self.frame_embed[:history], std=0.02)
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        """inputs from `backbone_inputs` (+ "pixels" with keypoints) -> [B, S * T, dim]; frame
-        s = h * num_cameras + c."""
+        """inputs from `backbone_inputs` (+ "keypoints" [B, S, 2K], what `self.keypoints` found in
+        the frames) -> [B, S * T, dim]; frame s = h * num_cameras + c."""
         x = inputs["tokens"].to(self.proj.weight.dtype)
         B, S = x.shape[:2]
         x = self.proj(x * self.norm_weight + self.norm_bias)  # [B, S, T0, dim]
@@ -211,7 +215,7 @@ class GeometryEncoder(nn.Module):
             pose = self.pose(inputs["pose_enc"].to(x.dtype)).unsqueeze(2)  # [B, S, 1, dim]
             x = torch.cat([x, pose], dim=2)
         if self.keypoints is not None:
-            x = torch.cat([x, self.keypoints(inputs["pixels"])], dim=2)
+            x = torch.cat([x, self.keypoints.token(inputs["keypoints"].to(x.dtype))], dim=2)
         x = x + self.slot_embed + self._frame_embed(S)
         return x.reshape(B, S * self.tokens_per_frame, -1)
 

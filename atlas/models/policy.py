@@ -82,7 +82,8 @@ class AtlasVLAPolicy(nn.Module):
         self.fusion = FusionTransformer(
             c.fusion, language_encoder.hidden_size, c.action_head.chunk_size
         )
-        self.action_head = ActionHead(c.action_head, c.fusion.dim)
+        keypoint_dim = c.num_frames * 2 * c.geometry.keypoints if c.action_head.use_keypoints else 0
+        self.action_head = ActionHead(c.action_head, c.fusion.dim, keypoint_dim)
         self.loss_fn = VLALoss(c.loss)
         self._history: deque[Tensor] = deque(maxlen=c.history)  # predict_action frames
         self._apply_freezing()
@@ -189,14 +190,15 @@ class AtlasVLAPolicy(nn.Module):
         else:
             pixels = self._unit_pixels(batch["images"])
             inputs = self._vggt_inputs(pixels)
-            if c.geometry.keypoints:  # the keypoint branch reads the same [0, 1] frames
-                inputs = {**inputs, "pixels": pixels}
+            if self.geometry.keypoints is not None:  # it reads the same [0, 1] frames
+                inputs = {**inputs, "keypoints": self.geometry.keypoints(pixels)}
         geometry = self.geometry(inputs)
         language = self._language(batch, device)
         queries = self.fusion(geometry, language)
         proprio = batch.get("proprio") if c.action_head.use_proprio else None
         proprio = None if proprio is None else proprio.to(device, non_blocking=True)
-        return self.action_head(queries, proprio)
+        keypoints = inputs["keypoints"] if c.action_head.use_keypoints else None
+        return self.action_head(queries, proprio, keypoints)
 
     def _language(self, batch: dict[str, Any], device: torch.device) -> LanguageFeatures:
         """Precomputed "language_pooled/tokens/mask" from the batch (feature cache), else encode.

@@ -122,3 +122,16 @@ def test_actions_depend_on_the_scene(synth_dir: Path) -> None:
     first = np.stack([ep.actions[0, :2] for ep in index.episodes])
     assert first.std(axis=0).min() > 0.1
     assert {round(float(a), 1) for ep in index.episodes for a in ep.actions[:, 6]} == {-1.0, 1.0}
+
+
+def test_an_existing_folder_of_another_size_is_refused(synth_dir: Path) -> None:
+    """The demo's folder from an earlier, smaller debug.yaml must not be trained on silently."""
+    from atlas.config.schema import SyntheticConfig
+    from atlas.data.build import ensure_synthetic
+    from atlas.data.errors import DataError
+    from atlas.data.synthetic import synthetic_size
+
+    assert synthetic_size(synth_dir) == (3, 4, 32)
+    ensure_synthetic(synth_dir, SyntheticConfig(tasks=3, demos=4, steps=24, image_size=32))
+    with pytest.raises(DataError, match=r"3 tasks x 4 demos at 32 px.*asks for 3 x 48"):
+        ensure_synthetic(synth_dir, SyntheticConfig(tasks=3, demos=48, steps=24, image_size=32))

@@ -13,8 +13,21 @@ def test_spatial_softmax_finds_the_peak_of_each_map() -> None:
     maps = torch.full((1, 2, 9, 17), -30.0)
     maps[0, 0, 0, 16] = 30.0  # top right
     maps[0, 1, 4, 4] = 30.0  # the middle row, a quarter of the way from the left
-    xy = SpatialSoftmax()(maps).view(2, 2)
+    xy = SpatialSoftmax(standardize=False)(maps).view(2, 2)
     torch.testing.assert_close(xy, torch.tensor([[1.0, -1.0], [-0.5, 0.0]]), atol=1e-4, rtol=0)
+
+
+def test_standardized_maps_see_faint_peaks_that_raw_ones_average_away() -> None:
+    """A fresh CNN's maps differ by ~0.01 across the image: raw, every keypoint sits near the
+    centre; standardized, each lands near its map's peak."""
+    maps = torch.zeros(1, 2, 14, 14)
+    maps[0, 0, 1, 12] = 0.01  # top right
+    maps[0, 1, 12, 2] = 0.01  # bottom left
+    raw = SpatialSoftmax(standardize=False)(maps).view(2, 2)
+    standardized = SpatialSoftmax()(maps).view(2, 2)
+    assert raw.abs().max() < 1e-3
+    peaks = torch.tensor([[12.0, 1.0], [2.0, 12.0]]) / 13 * 2 - 1  # (x, y) of the two peaks
+    assert ((standardized - peaks).abs() < 0.15).all(), standardized
 
 
 def _squares(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,13 +48,13 @@ def test_keypoints_learn_to_locate_an_object_quickly() -> None:
     opt = torch.optim.Adam([*enc.parameters(), *readout.parameters()], lr=3e-3)
     for _ in range(200):
         frames, target = _squares(32, g)
-        loss = torch.nn.functional.mse_loss(readout(enc(frames)).view(-1, 2), target)
+        loss = torch.nn.functional.mse_loss(readout(enc.token(enc(frames))).view(-1, 2), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
     frames, target = _squares(256, g)
     with torch.no_grad():
-        error_px = (readout(enc(frames)).view(-1, 2) - target).abs().mean() * 55 / 2
+        error_px = (readout(enc.token(enc(frames))).view(-1, 2) - target).abs().mean() * 55 / 2
     spread_px = (target - target.mean(0)).abs().mean() * 55 / 2  # predicting the mean position
     assert error_px < 1.0 and error_px < spread_px / 10, (error_px, spread_px)
 
@@ -57,7 +70,37 @@ def test_policy_with_keypoints_has_one_more_token_per_frame_and_trains_it() -> N
     assert "keypoints" not in policy.frozen_modules()  # trained with the geometry encoder
 
 
+def test_the_action_head_reads_the_keypoints_of_every_frame() -> None:
+    """use_keypoints: the head's output depends on the keypoints directly, not only through the
+    fusion's token (the token is zeroed here, so only the direct path remains)."""
+    cfg = tiny_policy_config(
+        geometry={"keypoints": 4}, action_head={"use_keypoints": True}, data={"cameras": ["a", "b"]}
+    )
+    policy = build_policy(cfg).eval()
+    assert policy.action_head.keypoints[0].in_features == 2 * 2 * 4  # frames x (x, y) x K
+    for p in policy.geometry.keypoints.embed.parameters():
+        torch.nn.init.zeros_(p)
+    batch = make_fake_batch(cfg, 2)
+    with torch.no_grad():
+        before = policy.predict_chunk(batch)
+        torch.nn.init.normal_(policy.geometry.keypoints.cnn[-1].weight)  # moves the keypoints
+        after = policy.predict_chunk(batch)
+    assert (before - after).abs().max() > 1e-4
+
+
 def test_keypoints_refuse_the_feature_cache() -> None:
     cfg = tiny_config(geometry={"keypoints": 8}, data={"use_feature_cache": True})
     assert "model.geometry.keypoints" in dict(cfg.validate())
     assert "model.geometry.keypoints" in dict(tiny_config(geometry={"keypoints": -1}).validate())
+    head_only = tiny_config(action_head={"use_keypoints": True})
+    assert "model.action_head.use_keypoints" in dict(head_only.validate())
+
+
+def test_exports_from_before_standardized_maps_keep_their_softmax() -> None:
+    """A config.json without geometry.keypoints_standardize was trained on raw maps."""
+    from atlas.models.config import read_policy_config
+
+    old = read_policy_config({"geometry": {"keypoints": 8}}, "config.json")
+    assert old.geometry.keypoints_standardize is False
+    new = read_policy_config({"geometry": {"keypoints": 8, "keypoints_standardize": True}}, "x")
+    assert new.geometry.keypoints_standardize is True
