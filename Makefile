@@ -11,7 +11,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --disable-pip-version-check -q
+# --no-compile: byte-compiling every installed module (transformers alone has thousands) took
+# more than half of the install; Python compiles the few modules it imports on first use.
+PIP := $(PY) -m pip install --disable-pip-version-check -q --no-compile
 TORCH_SPEC ?= torch==2.13.0
 # Extras of `make test`: the simulator smoke rollout and the DeepSpeed ZeRO-2 tests run in CI.
 TEST_EXTRAS ?= dev,sim,sim-assets,deepspeed
