@@ -46,6 +46,7 @@ def bench_config(args: argparse.Namespace, root: Path, cached: bool) -> AtlasCon
         f"data.cache_dtype={args.store_dtype}",
         f"data.use_feature_cache={str(cached).lower()}",
         "model.geometry.keypoints=0",  # reads pixels, which the cache does not hold: both ways off
+        "model.action_head.use_keypoints=false",
         f"data.num_workers={args.workers}",
         "training.mixed_precision=auto",
     ]

@@ -36,6 +36,7 @@ def make_cfg(root: Path, *overrides: str, cached: bool = False) -> AtlasConfig:
         "data.cache_dtype=float32",
         "model.geometry.tokens_per_frame=1",
         "model.geometry.keypoints=0",  # the keypoint branch reads pixels, which no cache holds
+        "model.action_head.use_keypoints=false",
         "training.mixed_precision=fp32",
         f"data.use_feature_cache={str(cached).lower()}",
     ]

@@ -64,6 +64,7 @@ def test_feature_cache_from_a_lerobot_folder(tmp_path: Path) -> None:
         "data.val_split=0.5",
         "data.use_feature_cache=true",
         "model.geometry.keypoints=0",  # the keypoint branch reads pixels, which no cache holds
+        "model.action_head.use_keypoints=false",
         f"data.cache_dir={tmp_path / 'cache'}",
         f"checkpoint.save_dir={tmp_path / 'run'}",
     ]
