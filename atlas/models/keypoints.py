@@ -72,7 +72,8 @@ class KeypointEncoder(nn.Module):
             nn.ReLU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1),
             nn.ReLU(),
-            nn.Conv2d(width, num_keypoints, 3, padding=1),
+            # Standardizing subtracts each map's mean, bias included: it could never learn.
+            nn.Conv2d(width, num_keypoints, 3, padding=1, bias=not standardize),
         )
         self.softmax = SpatialSoftmax(standardize)
         self.embed = nn.Sequential(
