@@ -66,7 +66,6 @@ class KeypointEncoder(nn.Module):
         self, num_keypoints: int, dim: int, width: int = 32, standardize: bool = True
     ) -> None:
         super().__init__()
-        self.num_keypoints = num_keypoints
         self.cnn = nn.Sequential(
             nn.Conv2d(3, width, 5, stride=2, padding=2),
             nn.ReLU(),
