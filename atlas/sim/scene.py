@@ -149,7 +149,14 @@ class TaskScene:
         return bool(np.any(np.all(np.abs(self.official[:, 1:n] - state[1:n]) < 1e-6, axis=1)))
 
     def restore(self, state: np.ndarray) -> dict[str, Any]:
-        """Put the simulator back into `state` and return its observation."""
+        """Put the simulator back into `state` and return its observation.
+
+        Also a new episode for robosuite's step counter: it refuses to step once `horizon`
+        (1000) steps have run, and the grasp attempts of one layout together can take more
+        (4 x 280 on libero_object).
+        """
+        self.env.env.timestep = 0
+        self.env.env.done = False
         return self.env.regenerate_obs_from_state(state)
 
     def close(self) -> None:

@@ -33,3 +33,23 @@ def test_layout_validity(task_id: int, index: int, valid: bool) -> None:
             assert "akita_black_bowl_1_pos" in obs
     finally:
         scene.close()
+
+
+def test_restore_starts_a_new_episode_for_the_step_limit() -> None:
+    from atlas.sim.collect import layout_seed
+    from atlas.sim.scene import WAIT_ACTION, TaskScene, suite_tasks
+
+    scene = TaskScene(suite_tasks("libero_spatial")[0])
+    try:
+        state, _, _ = scene.sample_layout(layout_seed(0, 0, 0))
+        inner = scene.env.env
+        inner.horizon = inner.timestep + 2
+        scene.env.step(WAIT_ACTION)
+        scene.env.step(WAIT_ACTION)
+        with pytest.raises(ValueError, match="terminated"):
+            scene.env.step(WAIT_ACTION)
+        scene.restore(state)
+        scene.env.step(WAIT_ACTION)  # the next attempt of the same layout runs
+        assert inner.timestep == 1
+    finally:
+        scene.close()
