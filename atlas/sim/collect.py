@@ -218,6 +218,8 @@ def task_summary(task: TaskInfo, records: dict[int, dict[str, Any]], demos: int)
         "expert_success_rate": round(solved / len(tried), 4) if tried else None,
         "refused_by_camera_check": sum(r["status"] == "failed" and "steps" in r for r in tried),
         "first_grasp_successes": sum(r.get("attempts") == 1 for r in kept),
+        # Demos whose expert had to fall back on a grasp that stalled (expert.ScriptedExpert).
+        "stalled_demos": sum(bool(r.get("stalled")) for r in kept),
         "demos": len(kept),
         "steps_min_mean_max": [min(steps), round(sum(steps) / len(steps), 1), max(steps)]
         if steps

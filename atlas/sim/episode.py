@@ -2,8 +2,11 @@
 
 `search_episode` runs the expert from a settled layout once per `GraspOption` in the render-free
 env (set back to the same state each time) and keeps the first attempt whose `done` (the task's
-BDDL goal) came true. Along the way it records what the released demos store per step: the
-simulator state *before* the action, the action, and the proprio read from the same observation.
+BDDL goal) came true and whose phases all ended at their waypoints; a successful attempt that
+stalled (`ScriptedExpert.stalled`) is kept only when no option runs clean, because a policy cannot
+imitate a phase change that nothing in the scene shows. Along the way it records what the released
+demos store per step: the simulator state *before* the action, the action, and the proprio read
+from the same observation.
 
 `render_episode` then loads the layout's model into the camera env and re-renders every recorded
 state with `set_state`, which reproduces the run exactly; replaying the actions would not (MuJoCo's
@@ -28,7 +31,8 @@ class Episode:
 
     states [T, D], actions [T, 7], joints [T, 7], eef_pos [T, 3], eef_quat [T, 4] (x, y, z, w),
     gripper [T, 2] (finger qpos), final_state [D]; `option` is the grasp that worked,
-    `attempts` how many were tried.
+    `attempts` how many were tried, `stalled` the phases of the kept attempt that ended on their
+    step limit (empty for a clean run).
     """
 
     model_xml: str
@@ -41,6 +45,7 @@ class Episode:
     eef_quat: np.ndarray
     gripper: np.ndarray
     final_state: np.ndarray  # [D] after the last action, where the goal holds
+    stalled: tuple[str, ...] = ()
     images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> uint8 [T, H, W, 3]
 
     @property
@@ -74,6 +79,7 @@ def _attempt(
         obs, _, done, _ = scene.env.step(action)
         if done:
             rec["final"] = [scene.env.get_sim_state().copy()]
+            rec["stalled"] = list(expert.stalled)
             return rec
     return None
 
@@ -81,25 +87,35 @@ def _attempt(
 def search_episode(
     scene: TaskScene, start: np.ndarray, model_xml: str, max_steps: int
 ) -> Episode | None:
-    """The first grasp option that solves the task from `start` (render-free), else None."""
+    """The first grasp option that solves the task from `start` cleanly (render-free), else the
+    first that solves it with a stall, else None."""
     goal = Goal.from_env(scene.env)
+    fallback: Episode | None = None
     for i, option in enumerate(grasp_options(goal)):
         rec = _attempt(scene, goal, option, start, max_steps)
-        if rec is not None:
-            arr = {k: np.asarray(v, dtype=np.float64) for k, v in rec.items()}
-            return Episode(
-                model_xml,
-                option,
-                i + 1,
-                arr["states"],
-                arr["actions"],
-                arr["joints"],
-                arr["pos"],
-                arr["quat"],
-                arr["grip"],
-                arr["final"][0],
-            )
-    return None
+        if rec is None:
+            continue
+        stalled = tuple(rec.pop("stalled"))
+        arr = {k: np.asarray(v, dtype=np.float64) for k, v in rec.items()}
+        episode = Episode(
+            model_xml,
+            option,
+            i + 1,
+            arr["states"],
+            arr["actions"],
+            arr["joints"],
+            arr["pos"],
+            arr["quat"],
+            arr["grip"],
+            arr["final"][0],
+            stalled,
+        )
+        if not stalled:
+            return episode
+        fallback = fallback or episode
+    if fallback is not None:
+        fallback.attempts = len(grasp_options(goal))
+    return fallback
 
 
 def render_episode(camera_env: Any, episode: Episode) -> None:

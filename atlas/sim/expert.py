@@ -12,7 +12,11 @@ What the numbers below rest on (measured in the simulator):
 - the black bowl (11 cm) is wider than the 8 cm gripper opening, so it is grasped by its rim,
   about 4.7 cm from its centre, with the fingers radial; which side works depends on what stands
   around the bowl, so a grasp is a `GraspOption` and the collector tries several;
-- at the gripper's default orientation (pointing down) the fingers close along world y.
+- at the gripper's default orientation (pointing down) the fingers close along world y;
+- some grasps cannot be reached exactly (libero_spatial task 1's bowl far to the robot's left,
+  grasped from the robot's side: the wrist stalls 2 cm short, so "above" and "down" run out their
+  step limits). A phase that ends on its step limit changes the action while the scene stands
+  still, which no policy that sees only the scene can imitate; `stalled` records it.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class ScriptedExpert:
         self._in_hand: np.ndarray | None = None  # eef - object when the lift starts
         self._lift_z = 0.0  # absolute carry height, fixed when the lift starts
         self._target_rot = Rotation.from_euler("z", option.yaw) * _DOWN
+        # Approach phases that ended on their step limit instead of at their waypoint.
+        self.stalled: list[str] = []
 
     PHASES = ("above", "down", "close", "lift", "carry", "lower", "release", "retreat")
 
@@ -155,6 +161,8 @@ class ScriptedExpert:
         err = wp.pos - np.asarray(obs["robot0_eef_pos"])
         reached = np.linalg.norm(err) <= wp.tol and self.steps_in_phase >= wp.min_steps
         if reached or self.steps_in_phase >= wp.max_steps:
+            if not reached and wp.min_steps < wp.max_steps:
+                self.stalled.append(wp.name)
             self.phase, self.steps_in_phase = self.phase + 1, 0
             if self.finished:
                 return np.array([0, 0, 0, 0, 0, 0, OPEN])

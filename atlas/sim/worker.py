@@ -99,6 +99,7 @@ def collect_seed(
             record.update(
                 steps=episode.num_steps,
                 attempts=episode.attempts,
+                stalled=list(episode.stalled),
                 grasp=asdict(episode.option),
                 render_s=round(time.perf_counter() - t1, 2),
             )

@@ -177,3 +177,19 @@ def test_output_folder_of_another_collection_is_refused(spatial, tmp_path) -> No
     next(synth.glob("*.hdf5")).rename(mixed / task_file_name(spatial[0]))
     with pytest.raises(CollectError, match="atlas_synthetic"):
         check_out_dir(_plan(spatial[:1], mixed), names)
+
+
+def test_summary_counts_first_grasps_and_stalled_fallbacks(spatial) -> None:
+    from atlas.sim.collect import task_summary
+
+    kept = {"status": "kept", "steps": 90}
+    records = {
+        0: {**kept, "attempts": 1, "stalled": []},
+        1: {**kept, "attempts": 2, "stalled": []},
+        2: {**kept, "attempts": 4, "stalled": ["above", "down"]},
+        3: {"status": "failed", "search_s": 3.0},
+        4: {"status": "rejected"},
+    }
+    row = task_summary(spatial[1], records, demos=3)
+    assert (row["first_grasp_successes"], row["stalled_demos"], row["demos"]) == (1, 1, 3)
+    assert (row["expert_successes"], row["expert_attempts"], row["layouts_rejected"]) == (3, 4, 1)

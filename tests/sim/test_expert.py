@@ -91,3 +91,35 @@ def test_goal_from_bddl_goal_state() -> None:
     Env.env.parsed_problem = {"goal_state": [["Open", "drawer_1"]]}
     with pytest.raises(ValueError, match="one On/In goal"):
         Goal.from_env(Env())
+
+
+class _ReachLimited(_Kinematic):
+    """The kinematic world, with the end effector unable to pass `y_max` (an arm at full reach)."""
+
+    def __init__(self, obj: list[float], target: list[float], y_max: float) -> None:
+        super().__init__(obj, target)
+        self.y_max = y_max
+
+    def step(self, action: np.ndarray, grasp: np.ndarray) -> None:
+        super().step(action, grasp)
+        self.eef[1] = min(self.eef[1], self.y_max)
+
+
+def _run(world: _Kinematic, option: GraspOption) -> ScriptedExpert:
+    expert = ScriptedExpert(Goal("on", "bowl", "plate"), option)
+    grasp = world.obj + option.radius * option.direction + [0, 0, option.height]
+    for _ in range(400):
+        if expert.finished:
+            break
+        world.step(expert.act(world.obs()), grasp)
+    return expert
+
+
+def test_a_phase_that_runs_out_its_steps_is_recorded_as_a_stall() -> None:
+    option = GraspOption(side=180.0, radius=0.047, height=0.025)
+    clean = _run(_Kinematic(obj=[-0.05, 0.2, 0.90], target=[0.06, 0.2, 0.90]), option)
+    assert clean.finished and clean.stalled == []
+    # The grasp point lies 2 cm beyond the reach: the approach times out while nothing moves.
+    world = _ReachLimited(obj=[-0.05, 0.3, 0.90], target=[0.06, 0.2, 0.90], y_max=0.28)
+    stalled = _run(world, option)
+    assert stalled.finished and stalled.stalled[:2] == ["above", "down"]
