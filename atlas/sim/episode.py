@@ -60,10 +60,10 @@ class Episode:
 
 
 def _attempt(
-    scene: TaskScene, goal: Goal, option: GraspOption, start: np.ndarray, max_steps: int
+    scene: TaskScene, goal: Goal, option: GraspOption, obs: dict[str, Any], max_steps: int
 ) -> dict[str, list] | None:
-    """One run of the expert from `start`; the per-step records, or None if it did not succeed."""
-    obs = scene.restore(start)
+    """One run of the expert from the restored start (`obs`); the per-step records, or None if
+    it did not succeed."""
     expert = ScriptedExpert(goal, option)
     rec: dict[str, list] = {k: [] for k in ("states", "actions", "joints", "pos", "quat", "grip")}
     for _ in range(max_steps):
@@ -90,9 +90,14 @@ def search_episode(
     """The first grasp option that solves the task from `start` cleanly (render-free), else the
     first that solves it with a stall, else None."""
     goal = Goal.from_env(scene.env)
+    obs = scene.restore(start)
+    options = grasp_options(goal, scene.object_box(goal.obj))
     fallback: Episode | None = None
-    for i, option in enumerate(grasp_options(goal)):
-        rec = _attempt(scene, goal, option, start, max_steps)
+    for i, option in enumerate(options):
+        # Exactly one restore before each attempt: a second one in a row changes the physics
+        # that follows (the same layout then gives other step counts), and the recorded demos
+        # of the earlier code would no longer be reproduced.
+        rec = _attempt(scene, goal, option, obs if i == 0 else scene.restore(start), max_steps)
         if rec is None:
             continue
         stalled = tuple(rec.pop("stalled"))
@@ -114,7 +119,7 @@ def search_episode(
             return episode
         fallback = fallback or episode
     if fallback is not None:
-        fallback.attempts = len(grasp_options(goal))
+        fallback.attempts = len(options)
     return fallback
 
 

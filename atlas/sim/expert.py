@@ -16,7 +16,15 @@ What the numbers below rest on (measured in the simulator):
 - some grasps cannot be reached exactly (libero_spatial task 1's bowl far to the robot's left,
   grasped from the robot's side: the wrist stalls 2 cm short, so "above" and "down" run out their
   step limits). A phase that ends on its step limit changes the action while the scene stands
-  still, which no policy that sees only the scene can imitate; `stalled` records it.
+  still, which no policy that sees only the scene can imitate; `stalled` records it;
+- other objects are grasped across their middle, which their size decides (`ObjectBox`, from the
+  collision geoms): the finger pads span -0.5 to +1.1 cm around the end effector, so flat boxes
+  (cream cheese, butter: 1.8 cm tall) are gripped at their centre height with the fingers across
+  the short side (the long one, 8.2 cm, is wider than the opening); the hand's underside sits
+  about 5 cm above the end effector, so tall bottles and cartons are gripped 2.8 cm below their
+  top (lower, the hand knocks them over on the way down); objects are lifted at least 15 cm and
+  6 cm more than they are tall (less, they or the fingers sweep the basket's rim and push it
+  away).
 """
 
 from __future__ import annotations
@@ -43,11 +51,15 @@ class GraspOption:
         (180 = the side facing the robot, which stands at -x).
     radius: metres from the centre (0 grasps the middle, fingers across `side`).
     height: end-effector height above the object's origin when closing, metres.
+    lift: metres the hand rises above the grasp point before carrying.
+    fingers: direction of the finger axis in the table plane, degrees; None: along `side`.
     """
 
     side: float = 180.0
     radius: float = 0.0
     height: float = 0.02
+    lift: float = 0.12
+    fingers: float | None = None
 
     @property
     def direction(self) -> np.ndarray:
@@ -56,8 +68,9 @@ class GraspOption:
 
     @property
     def yaw(self) -> float:
-        """Gripper yaw (rad) that puts the finger axis along `direction` (fingers radial)."""
-        yaw = np.deg2rad(self.side) - np.pi / 2
+        """Gripper yaw (rad) that puts the finger axis along `fingers` (default: radial)."""
+        axis = self.side if self.fingers is None else self.fingers
+        yaw = np.deg2rad(axis) - np.pi / 2
         # The two fingers are symmetric: a half turn is the same grasp, so keep |yaw| <= 90 deg.
         return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
 
@@ -82,13 +95,49 @@ class Goal:
         return cls(predicate.lower(), obj, body)
 
 
-def grasp_options(goal: Goal) -> list[GraspOption]:
-    """Grasps to try, most likely first: rim grasps for bowls, centre grasps otherwise."""
+@dataclass(frozen=True)
+class ObjectBox:
+    """The object's collision geoms as an axis-aligned box around its origin, world axes [3]."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @property
+    def size(self) -> np.ndarray:
+        return self.hi - self.lo
+
+
+OPENING = 0.075  # widest grip, metres (the fingers open to 8 cm; keep a margin)
+FLAT = 0.04  # objects lower than this are gripped at their centre height
+# Lifting less than this carries the fingers into the basket's rim, which then slides away.
+MIN_LIFT = 0.15
+
+
+def grasp_options(goal: Goal, box: ObjectBox | None = None) -> list[GraspOption]:
+    """Grasps to try, most likely first: rim grasps for bowls, centre grasps otherwise.
+
+    Without `box` other objects get the grasp that suits cans (2 cm above the centre, fingers
+    along x, then along y).
+    """
     if "bowl" in goal.obj:
         # Facing the robot first (clear of cabinets and drawers), then the two flanks, then away.
         return [GraspOption(side, 0.047, 0.025) for side in (180.0, 90.0, 270.0, 0.0)]
-    # Other objects are grasped across their middle, fingers along x, then along y.
-    return [GraspOption(side, 0.0, 0.02) for side in (0.0, 90.0)]
+    if box is None:
+        return [GraspOption(side, 0.0, 0.02) for side in (0.0, 90.0)]
+    width_x, width_y, tall = box.size
+    # Fingers along x close across the x extent; keep the axes the hand can straddle.
+    axes = [a for a, w in ((0.0, width_x), (90.0, width_y)) if w <= OPENING] or [0.0, 90.0]
+    if tall < FLAT:
+        height = round(float(box.lo[2] + box.hi[2]) / 2, 3)
+        long_axis = 0.0 if width_x >= width_y else 90.0
+        # Sliding along the long side moves the hand's 20 cm span away from a close neighbour.
+        slide = round(max(float(max(width_x, width_y)) / 2 - 0.015, 0.0), 3)
+        offsets = [0.0, slide, -slide] if slide > 0.01 else [0.0]
+        axis = min(axes, key=lambda a: width_x if a == 0.0 else width_y)
+        return [GraspOption(long_axis, r, height, MIN_LIFT, axis) for r in offsets]
+    height = round(max(0.02, float(box.hi[2]) - 0.028), 3)
+    lift = round(max(MIN_LIFT, float(tall) + 0.06), 3)
+    return [GraspOption(a, 0.0, height, lift) for a in axes]
 
 
 @dataclass
@@ -111,8 +160,8 @@ class ScriptedExpert:
     at the lift, so a grasp that slipped a little still lands on target.
     """
 
-    def __init__(self, goal: Goal, option: GraspOption, lift: float = 0.12) -> None:
-        self.goal, self.option, self.lift = goal, option, lift
+    def __init__(self, goal: Goal, option: GraspOption) -> None:
+        self.goal, self.option, self.lift = goal, option, option.lift
         self.phase, self.steps_in_phase = 0, 0
         self._in_hand: np.ndarray | None = None  # eef - object when the lift starts
         self._lift_z = 0.0  # absolute carry height, fixed when the lift starts

@@ -25,6 +25,7 @@ import numpy as np
 
 from atlas.eval.libero_env import check_suite, load_init_states
 from atlas.eval.libero_setup import import_libero
+from atlas.sim.expert import ObjectBox
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,32 @@ class TaskScene:
         self.env.env.timestep = 0
         self.env.env.done = False
         return self.env.regenerate_obs_from_state(state)
+
+    def object_box(self, name: str) -> ObjectBox:
+        """The collision geoms of object `name` (all its bodies) as a box around its origin.
+
+        From the current pose: each geom's own bounding box (MuJoCo's `geom_aabb`, centre and
+        half sizes in the geom's frame) turned into world axes.
+        """
+        sim = self.env.env.sim
+        model, data = sim.model, sim.data
+        bodies = {
+            b
+            for b in range(model.nbody)
+            if (n := model.body_id2name(b) or "") == name or n.startswith(name + "_")
+        }
+        origin = data.body_xpos[self.env.env.obj_body_id[name]]
+        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+        for g in range(model.ngeom):
+            if model.geom_bodyid[g] not in bodies or not model.geom_contype[g]:
+                continue
+            rot = data.geom_xmat[g].reshape(3, 3)
+            centre = data.geom_xpos[g] + rot @ model.geom_aabb[g, :3]
+            half = np.abs(rot) @ model.geom_aabb[g, 3:]
+            lo, hi = np.minimum(lo, centre - half), np.maximum(hi, centre + half)
+        if not np.isfinite(lo).all():
+            raise ValueError(f"object {name!r} has no collision geoms in {self.task.name}")
+        return ObjectBox(lo - origin, hi - origin)
 
     def close(self) -> None:
         self.env.close()

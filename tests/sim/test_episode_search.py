@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from atlas.sim.episode import search_episode
+from atlas.sim.expert import ObjectBox
 
 RIM = 0.047
 
@@ -27,6 +28,10 @@ class _Scene:
         self.eef, self.quat = np.array([-0.2, 0.0, 1.17]), np.array([1.0, 0.0, 0.0, 0.0])
         self.obj, self.attached, self.t = self.start_obj.copy(), None, 0
         return self._obs()
+
+    def object_box(self, name: str) -> ObjectBox:
+        half = np.array([0.055, 0.055, 0.02])  # a bowl: its grasps do not depend on the box
+        return ObjectBox(-half, half)
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from atlas.sim.expert import Goal, GraspOption, ScriptedExpert, grasp_options
+from atlas.sim.expert import OPENING, Goal, GraspOption, ObjectBox, ScriptedExpert, grasp_options
 
 
 @pytest.mark.parametrize("side", [0.0, 90.0, 180.0, 270.0, 45.0])
@@ -27,6 +27,40 @@ def test_bowls_are_grasped_by_the_rim_facing_the_robot_first() -> None:
     assert bowl[0].side == 180.0 and all(o.radius == pytest.approx(0.047) for o in bowl)
     assert len({o.side for o in bowl}) == len(bowl) >= 3
     assert all(o.radius == 0.0 for o in grasp_options(Goal("in", "milk_1", "basket_1")))
+
+
+def _box(half: list[float]) -> ObjectBox:
+    return ObjectBox(-np.array(half), np.array(half))
+
+
+def test_flat_boxes_are_gripped_at_their_centre_across_the_short_side() -> None:
+    # libero_object's cream cheese: 8.2 x 4.2 x 1.8 cm, the long side along world x.
+    options = grasp_options(Goal("in", "cream_cheese_1", "basket_1"), _box([0.041, 0.021, 0.009]))
+    assert all(o.height == 0.0 and o.fingers == 90.0 for o in options)
+    for o in options:
+        fingers = Rotation.from_euler("z", o.yaw).apply([0.0, 1.0, 0.0])
+        assert abs(fingers[1]) == pytest.approx(1.0)  # across the 4.2 cm side, along y
+    # The centre first, then slid along the long side, both ways (neighbours block the hand).
+    assert [o.radius for o in options] == [0.0, 0.026, -0.026]
+    assert all(o.direction[0] == pytest.approx(1.0) for o in options)
+
+
+def test_tall_objects_are_gripped_below_their_top_and_lifted_clear() -> None:
+    # libero_object's ketchup: 3.7 x 5.7 x 14.5 cm; a can: 6.3 x 6.3 x 7.6 cm.
+    ketchup = grasp_options(Goal("in", "ketchup_1", "basket_1"), _box([0.018, 0.028, 0.0725]))
+    assert [o.side for o in ketchup] == [0.0, 90.0]
+    assert all(o.height == pytest.approx(0.0725 - 0.028, abs=1e-3) for o in ketchup)
+    assert all(o.lift == pytest.approx(0.145 + 0.06, abs=1e-3) for o in ketchup)
+    can = grasp_options(Goal("in", "alphabet_soup_1", "basket_1"), _box([0.0315, 0.0315, 0.038]))
+    assert all(o.height == 0.02 and o.lift == pytest.approx(0.15) for o in can)
+    # An axis wider than the opening is never straddled.
+    wide = grasp_options(Goal("in", "box_1", "basket_1"), _box([OPENING, 0.03, 0.05]))
+    assert [o.side for o in wide] == [90.0]
+
+
+def test_bowls_ignore_the_box() -> None:
+    goal = Goal("on", "akita_black_bowl_1", "plate_1")
+    assert grasp_options(goal, _box([0.055, 0.055, 0.03])) == grasp_options(goal)
 
 
 class _Kinematic:

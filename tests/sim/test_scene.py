@@ -53,3 +53,26 @@ def test_restore_starts_a_new_episode_for_the_step_limit() -> None:
         assert inner.timestep == 1
     finally:
         scene.close()
+
+
+def test_object_box_measures_the_collision_geoms() -> None:
+    from atlas.sim.collect import layout_seed
+    from atlas.sim.scene import TaskScene, suite_tasks
+
+    # libero_object task 1: the cream cheese, a flat box lying on the table (8.2 x 4.2 x 1.8 cm).
+    scene = TaskScene(suite_tasks("libero_object")[1])
+    try:
+        state = next(
+            layout[0]
+            for i in range(5)
+            if (layout := scene.sample_layout(layout_seed(0, 1, i))) is not None
+        )
+        scene.restore(state)
+        box = scene.object_box("cream_cheese_1")
+        assert sorted(box.size[:2].round(3)) == pytest.approx([0.042, 0.082], abs=0.002)
+        assert box.size[2] == pytest.approx(0.018, abs=0.001)
+        assert box.lo[2] == pytest.approx(-box.hi[2], abs=0.001)  # the origin is at its centre
+        with pytest.raises(KeyError):
+            scene.object_box("no_such_object_1")
+    finally:
+        scene.close()
