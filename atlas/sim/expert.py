@@ -125,16 +125,16 @@ def grasp_options(goal: Goal, box: ObjectBox | None = None) -> list[GraspOption]
     if box is None:
         return [GraspOption(side, 0.0, 0.02) for side in (0.0, 90.0)]
     width_x, width_y, tall = box.size
-    # Fingers along x close across the x extent; keep the axes the hand can straddle.
-    axes = [a for a, w in ((0.0, width_x), (90.0, width_y)) if w <= OPENING] or [0.0, 90.0]
     if tall < FLAT:
         height = round(float(box.lo[2] + box.hi[2]) / 2, 3)
         long_axis = 0.0 if width_x >= width_y else 90.0
         # Sliding along the long side moves the hand's 20 cm span away from a close neighbour.
         slide = round(max(float(max(width_x, width_y)) / 2 - 0.015, 0.0), 3)
         offsets = [0.0, slide, -slide] if slide > 0.01 else [0.0]
-        axis = min(axes, key=lambda a: width_x if a == 0.0 else width_y)
-        return [GraspOption(long_axis, r, height, MIN_LIFT, axis) for r in offsets]
+        across = 90.0 - long_axis  # the fingers close across the short side
+        return [GraspOption(long_axis, r, height, MIN_LIFT, across) for r in offsets]
+    # Fingers along x close across the x extent; keep the axes the hand can straddle.
+    axes = [a for a, w in ((0.0, width_x), (90.0, width_y)) if w <= OPENING] or [0.0, 90.0]
     height = round(max(0.02, float(box.hi[2]) - 0.028), 3)
     lift = round(max(MIN_LIFT, float(tall) + 0.06), 3)
     return [GraspOption(a, 0.0, height, lift) for a in axes]
@@ -161,7 +161,7 @@ class ScriptedExpert:
     """
 
     def __init__(self, goal: Goal, option: GraspOption) -> None:
-        self.goal, self.option, self.lift = goal, option, option.lift
+        self.goal, self.option = goal, option
         self.phase, self.steps_in_phase = 0, 0
         self._in_hand: np.ndarray | None = None  # eef - object when the lift starts
         self._lift_z = 0.0  # absolute carry height, fixed when the lift starts
@@ -189,7 +189,7 @@ class ScriptedExpert:
         eef = np.asarray(obs["robot0_eef_pos"])
         if self._in_hand is None:
             # The object rises with the hand from here on: freeze what the rest is relative to.
-            self._in_hand, self._lift_z = eef - obj, grasp[2] + self.lift
+            self._in_hand, self._lift_z = eef - obj, grasp[2] + self.option.lift
         if name == "lift":
             return _Waypoint(name, eef * [1, 1, 0] + [0, 0, self._lift_z], CLOSE, 0.015, 40)
         target = np.asarray(obs[f"{self.goal.target}_pos"])
